@@ -1,0 +1,49 @@
+# The two commands: `make run` and `make test`. Each bootstraps .venv from requirements.lock.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test test-sqlite test-postgres venv lock lint bench clean
+
+$(VENV)/.installed: requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing requirements.lock into $(VENV) ..."
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
+	@touch $@
+
+venv: $(VENV)/.installed
+
+# Embedded defaults: SQLite, in-memory channel layer, local-memory cache, the demo model.
+run: export DEBUG := $(or $(DEBUG),true)
+run: venv
+	@$(PY) manage.py migrate --noinput -v 0
+	@$(PY) manage.py setup_schedules
+	@$(PY) manage.py banner --host $(HOST) --port $(PORT)
+	@trap 'kill 0' INT TERM EXIT; \
+	  $(PY) manage.py qcluster & \
+	  $(VENV)/bin/daphne -b $(HOST) -p $(PORT) agent_runtime.asgi:application
+
+# The whole suite: a SQLite pass, then a PostgreSQL pass when PostgreSQL is there (always in CI).
+test: venv
+	@$(PY) -m tests.services check
+	$(PY) -m pytest -q
+	@if $(PY) -m tests.services postgres-wanted; then \
+	  echo "--- PostgreSQL pass ---"; \
+	  DATABASE_URL=$$($(PY) -m tests.services postgres-url) $(PY) -m pytest -q -m "not browser and not sqlite_only"; \
+	fi
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: venv
+	$(PY) bench/stream.py
+
+# Regenerate the hashed lock from pyproject.toml (needs `pip install uv`).
+lock:
+	uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,30 @@
+"""ASGI entry point: Django for HTTP, Channels for WebSockets (served by daphne)."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agent_runtime.settings")
+# Django first: it sets up the apps the routing below imports.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+from agent_runtime.checks import check_secrets  # noqa: E402
+from sessions.routing import websocket_application  # noqa: E402
+
+# daphne runs no system checks: refuse here to serve production on development secrets.
+if problems := check_secrets():
+    raise ImproperlyConfigured("; ".join(p.msg for p in problems))
+
+application = ProtocolTypeRouter(
+    {
+        # The admin's assets are served by the app itself so one daphne is a full deployment.
+        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "websocket": websocket_application,
+    }
+)

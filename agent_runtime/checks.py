@@ -1,0 +1,49 @@
+"""Configuration checks: refuse to run in production on development secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+
+@register(Tags.security, deploy=False)
+def check_secrets(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    if settings.DEBUG:
+        return []
+    errors = []
+    if settings.SECRET_KEY == settings.DEFAULT_SECRET_KEY:
+        errors.append(
+            Error(
+                "DJANGO_SECRET_KEY is the built-in development default while DEBUG is off.",
+                hint="Set DJANGO_SECRET_KEY to a long random value, or DEBUG=true for development.",
+                id="agent_runtime.E001",
+            )
+        )
+    if settings.INTERNAL_API_KEY == settings.DEFAULT_INTERNAL_API_KEY:
+        errors.append(
+            Error(
+                "INTERNAL_API_KEY is the built-in development default while DEBUG is off.",
+                hint="Set INTERNAL_API_KEY to the key the Gateway and IDEs send.",
+                id="agent_runtime.E002",
+            )
+        )
+    if not settings.INTERNAL_API_KEY:
+        errors.append(Error("INTERNAL_API_KEY is empty.", id="agent_runtime.E003"))
+    return errors
+
+
+@register(Tags.compatibility)
+def check_limits(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    errors = []
+    if settings.MAX_REQUEST_BYTES < 1024:
+        errors.append(Error("MAX_REQUEST_BYTES must be at least 1024.", id="agent_runtime.E010"))
+    if not 0 < settings.KEEPALIVE_SECONDS <= 15:
+        errors.append(
+            Error(
+                "KEEPALIVE_SECONDS must be in (0, 15]: the Gateway drops silent streams.",
+                id="agent_runtime.E011",
+            )
+        )
+    return errors

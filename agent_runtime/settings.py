@@ -1,0 +1,234 @@
+"""Settings for agent-runtime, read from the environment.
+
+Every production service is one variable (``DATABASE_URL``, ``REDIS_URL``, ``LLM_BASE_URL``);
+with none of them set the server runs on embedded defaults: SQLite, an in-memory channel layer,
+a local-memory cache and the built-in demo model. The README documents every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VERSION = "0.1.0"
+
+# The defaults that a production deployment must override (see checks.py).
+DEFAULT_SECRET_KEY = "insecure-dev-secret-key-change-me"  # noqa: S105
+DEFAULT_INTERNAL_API_KEY = "dev-internal-key"
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEFAULT_SECRET_KEY)
+INTERNAL_API_KEY = env_str("INTERNAL_API_KEY", DEFAULT_INTERNAL_API_KEY)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",  # first, so its runserver wins
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "django_q",
+    "sessions.apps.SessionsConfig",
+    "agents.apps.AgentsConfig",
+    "approvals.apps.ApprovalsConfig",
+    "agent_runtime.apps.AgentRuntimeConfig",
+]
+
+MIDDLEWARE = [
+    "agent_runtime.middleware.InternalAuthMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "agent_runtime.urls"
+ASGI_APPLICATION = "agent_runtime.asgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# SQLite needs WAL and IMMEDIATE transactions or concurrent writers (daphne + qcluster) lose
+# writes to "database is locked".
+SQLITE_OPTIONS = {
+    "timeout": 20,
+    "transaction_mode": "IMMEDIATE",
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = dict(SQLITE_OPTIONS)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer, cache, task queue --------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": env_str("CHANNEL_PREFIX", "agent-runtime"),
+                "capacity": 1000,
+            },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("CACHE_PREFIX", "agent-runtime"),
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 1000},
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+Q_CLUSTER = {
+    "name": "agent-runtime",
+    "workers": env_int("Q_WORKERS", 2),
+    "timeout": 120,
+    "retry": 180,
+    "catch_up": False,
+    "label": "Tasks",
+    "sync": env_bool("Q_SYNC", False),
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- HTTP, auth and limits ----------------------------------------------------------------------
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+# Paths served without X-Internal-Auth: operators' probes, the admin (its own login) and assets.
+PUBLIC_PATH_PREFIXES = ("/health", "/ready", "/admin/", "/static/")
+
+RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
+RATE_LIMIT_MESSAGES = env_str("RATE_LIMIT_MESSAGES", "120/m")
+RATELIMIT_VIEW = "agent_runtime.errors.ratelimited"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "agent_runtime.errors.exception_handler",
+}
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False
+
+# --- Agents, tools, approvals -------------------------------------------------------------------
+MULTI_AGENT_MODE = env_bool("MULTI_AGENT_MODE", True)
+MAX_AGENT_SWITCHES = env_int("MAX_AGENT_SWITCHES", 50)
+# Model calls one request may make (refused tools and internal hand-offs each cost one).
+MAX_LLM_ROUNDS_PER_REQUEST = env_int("MAX_LLM_ROUNDS_PER_REQUEST", 8)
+APPROVAL_REQUIRED_TOOLS = env_list(
+    "APPROVAL_REQUIRED_TOOLS", ["write_file", "create_directory", "execute_command"]
+)
+APPROVAL_TTL_SECONDS = env_int("APPROVAL_TTL_SECONDS", 24 * 3600)
+APPROVAL_FEEDBACK_MAX_CHARS = env_int("APPROVAL_FEEDBACK_MAX_CHARS", 4000)
+TOOL_POLICY = env_str("TOOL_POLICY", "agents.policy.DefaultToolPolicy")
+ORCHESTRATOR_TIMEOUT_SECONDS = env_float("ORCHESTRATOR_TIMEOUT_SECONDS", 3.0)
+
+# --- Streaming and turns ------------------------------------------------------------------------
+KEEPALIVE_SECONDS = env_float("KEEPALIVE_SECONDS", 10.0)
+TURN_LOCK_TTL_SECONDS = env_float("TURN_LOCK_TTL_SECONDS", 30.0)
+TURN_LOCK_WAIT_SECONDS = env_float("TURN_LOCK_WAIT_SECONDS", 10.0)
+SESSION_RETENTION_DAYS = env_int("SESSION_RETENTION_DAYS", 30)
+
+# --- The LLM hop --------------------------------------------------------------------------------
+LLM_BASE_URL = env_str("LLM_BASE_URL").rstrip("/")
+LLM_API_KEY = env_str("LLM_API_KEY")
+LLM_MODEL = env_str("LLM_MODEL", "gpt-4o-mini")
+# Send X-Internal-Auth to the LLM too (the Gateway's companion LLM proxy wants it).
+LLM_SEND_INTERNAL_AUTH = env_bool("LLM_SEND_INTERNAL_AUTH", False)
+LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 5.0)
+LLM_FIRST_BYTE_TIMEOUT = env_float("LLM_FIRST_BYTE_TIMEOUT", 60.0)
+LLM_IDLE_TIMEOUT = env_float("LLM_IDLE_TIMEOUT", 30.0)
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2)
+LLM_RETRY_BASE_DELAY = env_float("LLM_RETRY_BASE_DELAY", 0.5)
+LLM_RETRY_MAX_DELAY = env_float("LLM_RETRY_MAX_DELAY", 8.0)
+LLM_BREAKER_FAIL_MAX = env_int("LLM_BREAKER_FAIL_MAX", 5)
+LLM_BREAKER_RESET_SECONDS = env_float("LLM_BREAKER_RESET_SECONDS", 30.0)
+LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 0)  # 0: let the provider decide
+
+# --- I18n, static, logging ----------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.server": {"level": "WARNING"}},
+}

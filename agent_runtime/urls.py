@@ -1,0 +1,36 @@
+"""HTTP routes. The paths are PROTOCOL §2 and §3 exactly (no trailing slashes)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+from agents import api as agents_api
+from approvals import api as approvals_api
+from sessions import api as sessions_api
+from sessions import views as stream_views
+
+urlpatterns = [
+    path("health", sessions_api.health, name="health"),
+    path("ready", sessions_api.health, name="ready"),
+    path("sessions", sessions_api.sessions_collection, name="sessions"),
+    path("sessions/<str:session_id>", sessions_api.session_detail, name="session-detail"),
+    path("sessions/<str:session_id>/history", sessions_api.session_history, name="history"),
+    path(
+        "sessions/<str:session_id>/pending-approvals",
+        approvals_api.pending_approvals,
+        name="pending-approvals",
+    ),
+    path("agents", agents_api.agents_list, name="agents"),
+    path("agents/<str:session_id>/current", agents_api.agent_current, name="agent-current"),
+    path("agents/<str:session_id>/switch", agents_api.agent_switch, name="agent-switch"),
+    path("events/metrics", sessions_api.metrics, name="metrics"),
+    path("events/audit-log", sessions_api.audit_log, name="audit-log"),
+    path(
+        "events/metrics/session/<str:session_id>",
+        sessions_api.session_metrics,
+        name="session-metrics",
+    ),
+    path("agent/message/stream", stream_views.message_stream, name="message-stream"),
+    path("admin/", admin.site.urls),
+]

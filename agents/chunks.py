@@ -1,0 +1,83 @@
+"""The chunks of PROTOCOL §3.2 and their SSE framing: one place, so SSE and WebSocket agree."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# [compat] Every chunk carries every key, in this order.
+CHUNK_KEYS = (
+    "type",
+    "content",
+    "token",
+    "is_final",
+    "call_id",
+    "tool_name",
+    "arguments",
+    "requires_approval",
+    "error",
+    "metadata",
+)
+_BLANK: dict[str, Any] = dict.fromkeys(CHUNK_KEYS)
+_BLANK["is_final"] = False
+_BLANK["requires_approval"] = False
+
+
+def chunk(type: str, **fields: Any) -> dict[str, Any]:
+    data = dict(_BLANK)
+    data["type"] = type
+    for key, value in fields.items():
+        if key not in _BLANK:
+            raise KeyError(f"unknown chunk field {key!r}")
+        data[key] = value
+    return data
+
+
+def token_chunk(text: str, *, is_final: bool = False) -> dict[str, Any]:
+    return chunk("assistant_message", content=text, token=text, is_final=is_final)
+
+
+def tool_call_chunk(
+    *, call_id: str, tool_name: str, arguments: dict[str, Any], requires_approval: bool
+) -> dict[str, Any]:
+    return chunk(
+        "tool_call",
+        call_id=call_id,
+        tool_name=tool_name,
+        arguments=arguments,
+        requires_approval=requires_approval,
+        is_final=True,
+    )
+
+
+def switched_chunk(
+    *, from_agent: str, to_agent: str, reason: str, confidence: float | None, is_final: bool
+) -> dict[str, Any]:
+    return chunk(
+        "agent_switched",
+        content=f"Switched to {to_agent} agent",
+        is_final=is_final,
+        metadata={
+            "from_agent": from_agent,
+            "to_agent": to_agent,
+            "reason": reason,
+            "confidence": confidence,
+        },
+    )
+
+
+def error_chunk(text: str, **metadata: Any) -> dict[str, Any]:
+    return chunk("error", content=text, error=text, is_final=True, metadata=metadata or None)
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def sse_frame(data: dict[str, Any], *, event_id: int | None = None) -> bytes:
+    """``data: <compact JSON>\\n\\n`` (with an ``id:`` line the Gateway ignores, for resume)."""
+    prefix = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{prefix}data: {dumps(data)}\n\n".encode()
+
+
+KEEPALIVE_FRAME = b": keepalive\n\n"

@@ -1,0 +1,233 @@
+"""The agent loop: route, call the model, stream its text, send its tool calls out one by one.
+
+A ``Turn`` runs on the event loop; every database step is a sync service in agents.services
+reached through ``database_sync_to_async``. No transaction is open while the model talks.
+The turn's chunks go to ``emit``; every turn ends with exactly one ``is_final`` chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from agent_runtime.errors import ApplicationError
+from agents import services
+from agents.chunks import error_chunk, switched_chunk, token_chunk
+from agents.llm import Completion, Done, LLMError, LLMProvider, get_provider
+from agents.models import ToolCall
+from agents.registry import get_agent
+from agents.routing import CLASSIFIER_PROMPT, Route, parse_classification, route_by_keywords
+from agents.tools import tool_specs
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+db = database_sync_to_async
+
+
+class Turn:
+    def __init__(self, *, session_id: str, emit: Emit, provider: LLMProvider | None = None):
+        self.session_id = session_id
+        self.emit = emit
+        self.provider = provider or get_provider()
+        self.rounds = 0
+
+    # --- entry points, one per kind of work; the caller has already stored the input -------
+
+    async def guarded(self, work: Awaitable[None]) -> None:
+        """Run ``work``; whatever goes wrong, the client gets one final ``error`` chunk."""
+        try:
+            await work
+        except ApplicationError as exc:
+            await self.emit(error_chunk(exc.detail))
+        except asyncio.CancelledError:
+            await self.emit(error_chunk("The turn was cancelled."))
+            raise
+        except Exception:
+            logger.exception("turn failed for session %s", self.session_id)
+            await self.emit(error_chunk("The runtime failed while running this turn."))
+
+    async def user_message(self, *, content: str, agent_type: str | None) -> None:
+        """The user's message is stored; route it if needed, then let the agent answer."""
+        agent, history = await db(services.turn_llm_input)(session_id=self.session_id)
+        if agent_type and agent_type != agent:
+            await self.switch(agent_type, reason="requested by the client", confidence=None)
+        elif agent == "orchestrator":
+            text = content or _last_user_text(history)
+            route = await self.classify(text)
+            await self.switch(route.agent, reason=route.reasoning, confidence=route.confidence)
+        await self.agent_loop()
+
+    async def advance(self) -> None:
+        """Send the next queued call; when none is left, the model takes the next step."""
+        if not await self.drain_queue():
+            await self.agent_loop()
+
+    async def resume(self, *, call_id: str) -> None:
+        """After a human decision: an approved call goes to the IDE; a rejection moves on."""
+        call = await db(ToolCall.objects.get)(session_id=self.session_id, call_id=call_id)
+        if call.status == ToolCall.Status.EMITTED:
+            await self.emit(services.call_chunk(call))
+        else:
+            await self.advance()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def switch(self, agent: str, *, reason: str, confidence: float | None) -> None:
+        _, switch = await db(services.agent_switch)(
+            session=self.session_id, to_agent=agent, reason=reason, confidence=confidence
+        )
+        if switch is not None:
+            await self.emit(
+                switched_chunk(
+                    from_agent=switch.from_agent,
+                    to_agent=switch.to_agent,
+                    reason=switch.reason,
+                    confidence=switch.confidence,
+                    is_final=False,
+                )
+            )
+
+    async def agent_loop(self) -> None:
+        while True:
+            if self.rounds >= settings.MAX_LLM_ROUNDS_PER_REQUEST:
+                await self.emit(
+                    error_chunk(
+                        f"Stopped after {self.rounds} model calls in one request without a "
+                        "result for the IDE; send another message to continue."
+                    )
+                )
+                return
+            self.rounds += 1
+            completion = await self.call_model()
+            if completion is None:
+                return
+            if not completion.tool_calls:
+                await self.emit(token_chunk("", is_final=True))
+                return
+            if await self.drain_queue():
+                return
+
+    async def drain_queue(self) -> bool:
+        """Settle queued calls in order; True once one has gone out (which ends the turn)."""
+        while True:
+            step = await db(services.tool_queue_step)(session_id=self.session_id)
+            if step is None:
+                return False
+            if isinstance(step, services.Emit):
+                await self.emit(step.chunk)
+                if step.ends_turn:
+                    return True
+
+    async def call_model(self) -> Completion | None:
+        agent, history = await db(services.turn_llm_input)(session_id=self.session_id)
+        spec = get_agent(agent)
+        messages = [{"role": "system", "content": spec.prompt}, *history]
+        tools = tool_specs(spec.tools) or None
+        started = time.monotonic()
+        parts: list[str] = []
+        completion: Completion | None = None
+        failure: LLMError | None = None
+        try:
+            async for event in self.provider.stream_chat(messages=messages, tools=tools):
+                if isinstance(event, Done):
+                    completion = event.completion
+                elif event.text:
+                    parts.append(event.text)
+                    await self.emit(token_chunk(event.text))
+            if completion is None:
+                failure = LLMError("The model's stream ended without a result.")
+        except LLMError as exc:
+            failure = exc
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                self._record(agent, None, parts, started, LLMError("cancelled by the client"))
+            )
+            raise
+        await self._record(agent, completion if failure is None else None, parts, started, failure)
+        if failure is not None:
+            await self.emit(error_chunk(f"The model call failed: {failure}", agent=agent))
+            return None
+        return completion
+
+    async def _record(
+        self,
+        agent: str,
+        completion: Completion | None,
+        parts: list[str],
+        started: float,
+        failure: LLMError | None,
+    ) -> None:
+        usage = completion.usage if completion else None
+        llm = {
+            "purpose": "turn",
+            "provider": self.provider.label,
+            "model": settings.LLM_MODEL if settings.LLM_BASE_URL else "demo",
+            "duration_ms": int((time.monotonic() - started) * 1000),
+            "success": failure is None,
+            "error": str(failure)[:500] if failure else "",
+            "error_type": type(failure).__name__ if failure else "",
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+        }
+        await db(services.completion_record)(
+            session_id=self.session_id,
+            agent=agent,
+            completion=completion,
+            partial_text="".join(parts),
+            llm=llm,
+        )
+
+    # --- routing ----------------------------------------------------------------------------
+
+    async def classify(self, text: str) -> Route:
+        """Ask the model which specialist fits; fall back to keywords within the time limit."""
+        started = time.monotonic()
+        error = ""
+        try:
+            async with asyncio.timeout(settings.ORCHESTRATOR_TIMEOUT_SECONDS):
+                completion = await self.provider.complete(
+                    messages=[
+                        {"role": "system", "content": CLASSIFIER_PROMPT},
+                        {"role": "user", "content": text or "(empty message)"},
+                    ],
+                    response_format={"type": "json_object"},
+                )
+            route = parse_classification(completion.text)
+        except (LLMError, ValueError, TimeoutError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            keyword = route_by_keywords(text)
+            route = Route(
+                agent=keyword.agent,
+                confidence=keyword.confidence,
+                reasoning=f"{keyword.reasoning} (keyword fallback: the classifier failed)",
+            )
+            completion = None
+        usage = completion.usage if completion else None
+        await db(services.classification_record)(
+            session_id=self.session_id,
+            llm={
+                "purpose": "classify",
+                "provider": self.provider.label,
+                "model": settings.LLM_MODEL if settings.LLM_BASE_URL else "demo",
+                "duration_ms": int((time.monotonic() - started) * 1000),
+                "success": not error,
+                "error": error,
+                "prompt_tokens": usage.prompt_tokens if usage else 0,
+                "completion_tokens": usage.completion_tokens if usage else 0,
+            },
+        )
+        return route
+
+
+def _last_user_text(history: list[dict[str, Any]]) -> str:
+    for message in reversed(history):
+        if message["role"] == "user":
+            return str(message["content"])
+    return ""

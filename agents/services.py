@@ -1,0 +1,436 @@
+"""Agent context workflows: switching the agent a session talks to."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agent_runtime.errors import ApplicationError, Conflict, NotFound
+from agents.chunks import switched_chunk, tool_call_chunk
+from agents.llm import Completion
+from agents.models import AgentContext, AgentSwitch, ToolCall
+from agents.policy import InvalidArguments, get_policy, parse_arguments
+from agents.registry import UnknownAgent, get_agent
+from agents.tools import RUNTIME_TOOLS
+from sessions.models import AgentSession, AuditEvent, LLMRequest, Message
+from sessions.services import audit_record, message_append
+
+REASON_MAX_CHARS = 2000
+
+
+def agent_switch(
+    *,
+    session: AgentSession | str,
+    to_agent: str,
+    reason: str = "",
+    confidence: float | None = None,
+) -> tuple[AgentContext, AgentSwitch | None]:
+    """Switch the session's agent; returns the context and the switch row (None: no change).
+
+    Refuses unknown agents (400) and switches past MAX_AGENT_SWITCHES (409). The context row is
+    locked (select_for_update) so concurrent switches count correctly against the cap.
+    """
+    try:
+        get_agent(to_agent)
+    except UnknownAgent as exc:
+        raise ApplicationError(str(exc)) from None
+    if confidence is not None and not 0.0 <= confidence <= 1.0:
+        raise ApplicationError("confidence must be between 0 and 1.")
+    reason = (reason or "")[:REASON_MAX_CHARS]
+    session_id = session if isinstance(session, str) else session.pk
+    with transaction.atomic():
+        context = AgentContext.objects.select_for_update().get(session_id=session_id)
+        if context.current_agent == to_agent:
+            return context, None
+        if context.switch_count >= settings.MAX_AGENT_SWITCHES:
+            raise Conflict(
+                f"this session has reached the limit of {settings.MAX_AGENT_SWITCHES} agent "
+                "switches; start a new session."
+            )
+        now = timezone.now()
+        switch = AgentSwitch.objects.create(
+            context=context,
+            from_agent=context.current_agent,
+            to_agent=to_agent,
+            reason=reason,
+            confidence=confidence,
+            switched_at=now,
+        )
+        context.current_agent = to_agent
+        context.switch_count += 1
+        context.last_switch_at = now
+        context.save(update_fields=["current_agent", "switch_count", "last_switch_at"])
+        audit_record(
+            event_type=AuditEvent.Type.AGENT_SWITCHED,
+            session_id=session_id,
+            agent=to_agent,
+            from_agent=switch.from_agent,
+            to_agent=to_agent,
+            reason=reason,
+            confidence=confidence,
+        )
+    return context, switch
+
+
+# --- Turn steps: the database side of the agent loop (agents.engine drives them) -------------
+
+
+@dataclass(frozen=True)
+class Emit:
+    """What a queue step wants sent: a tool call for the IDE, or an agent switch."""
+
+    chunk: dict[str, Any]
+    ends_turn: bool
+
+
+def _tool_message(*, session_id: str, call: ToolCall, content: str) -> None:
+    message_append(
+        session=session_id,
+        role=Message.Role.TOOL,
+        content=content,
+        tool_call_id=call.call_id,
+        name=call.tool_name,
+        agent=call.agent,
+    )
+
+
+def tool_result_content(result: Any, error: str | None) -> str:
+    """What the model reads as a tool's result."""
+    if error:
+        return f"Error: {error}" + ("" if result is None else f"\n{_as_text(result)}")
+    return _as_text(result)
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def open_calls_cancel(*, session_id: str, why: str) -> int:
+    """Close every queued or outstanding call with a result, so history stays valid.
+
+    Used when the user speaks while calls are still open: a strict provider rejects a history
+    with an assistant tool call and no matching tool result.
+    """
+    from approvals.models import Approval
+
+    with transaction.atomic():
+        calls = list(
+            ToolCall.objects.select_for_update()
+            .for_session(session_id)
+            .filter(status__in=[ToolCall.Status.QUEUED, *ToolCall.OUTSTANDING])
+            .order_by("id")
+        )
+        now = timezone.now()
+        for call in calls:
+            _tool_message(session_id=session_id, call=call, content=f"Cancelled: {why}")
+            call.status = ToolCall.Status.CANCELLED
+            call.completed_at = now
+            call.save(update_fields=["status", "completed_at"])
+        Approval.objects.for_session(session_id).pending().filter(
+            call_id__in=[c.call_id for c in calls]
+        ).update(
+            status=Approval.Status.CANCELLED,
+            decided_at=now,
+            decided_by_kind=Approval.DeciderKind.SYSTEM,
+            decided_by="system",
+            feedback=why,
+        )
+    return len(calls)
+
+
+def user_message_accept(*, session_id: str, content: str) -> None:
+    open_calls_cancel(session_id=session_id, why="the user sent a new message instead.")
+    if content:
+        message_append(session=session_id, role=Message.Role.USER, content=content)
+    audit_record(
+        event_type=AuditEvent.Type.MESSAGE_RECEIVED, session_id=session_id, chars=len(content)
+    )
+
+
+def outstanding_call(*, session_id: str, call_id: str) -> ToolCall:
+    """The call a tool_result answers: 404 if unknown, 409 if it is not waiting for one."""
+    call = ToolCall.objects.for_session(session_id).filter(call_id=call_id).first()
+    if call is None:
+        raise NotFound(f"no tool call {call_id!r} in this session")
+    if call.status not in ToolCall.OUTSTANDING:
+        raise Conflict(f"tool call {call_id!r} is not waiting for a result (it is {call.status}).")
+    return call
+
+
+def tool_result_accept(
+    *, session_id: str, call_id: str, result: Any, error: str | None
+) -> ToolCall:
+    """Record the IDE's result. For a call still awaiting approval, the result is the IDE's
+    own decision (compat): no error means approved and executed, an error means rejected."""
+    from approvals.models import Approval
+    from approvals.services import approval_claim
+
+    with transaction.atomic():
+        call = outstanding_call(session_id=session_id, call_id=call_id)
+        call = ToolCall.objects.select_for_update().get(pk=call.pk)
+        if call.status not in ToolCall.OUTSTANDING:  # lost a race with another result
+            raise Conflict(f"tool call {call_id!r} is not waiting for a result any more.")
+        content = tool_result_content(result, error)
+        if call.status == ToolCall.Status.AWAITING_APPROVAL:
+            approval = Approval.objects.for_session(session_id).pending().get(call_id=call_id)
+            approval_claim(
+                approval=approval,
+                status=Approval.Status.REJECTED if error else Approval.Status.APPROVED,
+                decided_by_kind=Approval.DeciderKind.IDE,
+                decided_by="ide",
+                feedback=error or "",
+            )
+            if error:
+                content = f"Rejected by the IDE user: {error}"
+        _tool_message(session_id=session_id, call=call, content=content)
+        call.status = ToolCall.Status.FAILED if error else ToolCall.Status.COMPLETED
+        call.error = error or ""
+        call.completed_at = timezone.now()
+        call.save(update_fields=["status", "error", "completed_at"])
+        audit_record(
+            event_type=AuditEvent.Type.TOOL_FAILED if error else AuditEvent.Type.TOOL_COMPLETED,
+            session_id=session_id,
+            agent=call.agent,
+            call_id=call_id,
+            tool_name=call.tool_name,
+            error=error,
+        )
+    return call
+
+
+def turn_llm_input(*, session_id: str) -> tuple[str, list[dict[str, Any]]]:
+    """The current agent and the history to send the model."""
+    from sessions.selectors import llm_messages
+
+    agent = AgentContext.objects.values_list("current_agent", flat=True).get(session_id=session_id)
+    return agent, llm_messages(session_id=session_id)
+
+
+def _history_arguments(raw: str) -> str:
+    """Arguments as stored in history: valid JSON objects only, or strict providers refuse."""
+    try:
+        return raw if isinstance(parse_arguments(raw), dict) and raw.strip() else "{}"
+    except InvalidArguments:
+        return "{}"
+
+
+def completion_record(
+    *,
+    session_id: str,
+    agent: str,
+    completion: Completion | None,
+    partial_text: str,
+    llm: dict[str, Any],
+) -> list[ToolCall]:
+    """Store one model reply (or the failure) and queue its tool calls, in one transaction."""
+    llm = dict(llm)
+    error_type = llm.pop("error_type", "") or "LLMError"
+    with transaction.atomic():
+        LLMRequest.objects.create(session_id=session_id, agent=agent, **llm)
+        audit_record(
+            event_type=AuditEvent.Type.AGENT_PROCESSED,
+            session_id=session_id,
+            agent=agent,
+            duration_ms=llm["duration_ms"],
+            success=llm["success"],
+        )
+        if not llm["success"]:
+            audit_record(
+                event_type=AuditEvent.Type.ERROR,
+                session_id=session_id,
+                agent=agent,
+                error_type=error_type,
+                error=llm["error"],
+            )
+        if completion is None:
+            if partial_text:  # the user saw it stream; keep it, without any tool calls
+                message_append(
+                    session=session_id,
+                    role=Message.Role.ASSISTANT,
+                    content=partial_text,
+                    agent=agent,
+                )
+            return []
+        taken = set(
+            ToolCall.objects.for_session(session_id)
+            .filter(call_id__in=[c.id for c in completion.tool_calls])
+            .values_list("call_id", flat=True)
+        )
+        calls: list[ToolCall] = []
+        wire: list[dict[str, Any]] = []
+        for tc in completion.tool_calls:
+            call_id = tc.id if tc.id and tc.id not in taken and len(tc.id) <= 128 else ""
+            call_id = call_id or f"call_{uuid.uuid4().hex[:24]}"
+            taken.add(call_id)
+            arguments = _history_arguments(tc.arguments)
+            wire.append(
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": tc.name, "arguments": arguments},
+                }
+            )
+            calls.append(
+                ToolCall(
+                    session_id=session_id,
+                    call_id=call_id,
+                    tool_name=tc.name[:64],
+                    agent=agent,
+                    # The raw text, so the queue step can tell the model what was wrong with it.
+                    arguments={"__raw__": tc.arguments}
+                    if arguments == "{}"
+                    else json.loads(arguments),
+                )
+            )
+        usage = completion.usage
+        message_append(
+            session=session_id,
+            role=Message.Role.ASSISTANT,
+            content=completion.text,
+            tool_calls=wire or None,
+            agent=agent,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+        )
+        ToolCall.objects.bulk_create(calls)
+        for call in calls:
+            audit_record(
+                event_type=AuditEvent.Type.TOOL_REQUESTED,
+                session_id=session_id,
+                agent=agent,
+                call_id=call.call_id,
+                tool_name=call.tool_name,
+            )
+    return calls
+
+
+def _refuse(*, session_id: str, call: ToolCall, reason: str) -> None:
+    _tool_message(session_id=session_id, call=call, content=f"Error: {reason}")
+    call.status = ToolCall.Status.REFUSED
+    call.error = reason
+    call.completed_at = timezone.now()
+    call.save(update_fields=["status", "error", "completed_at"])
+    audit_record(
+        event_type=AuditEvent.Type.TOOL_REFUSED,
+        session_id=session_id,
+        agent=call.agent,
+        call_id=call.call_id,
+        tool_name=call.tool_name,
+        reason=reason,
+    )
+
+
+def _switch_mode(*, session_id: str, call: ToolCall, arguments: dict[str, Any]) -> Emit | None:
+    """switch_mode runs here, never in the IDE: switch, then tell the model it happened."""
+    mode = arguments.get("mode")
+    reason = str(arguments.get("reason") or "hand-off requested by the agent")
+    try:
+        _, switch = agent_switch(session=session_id, to_agent=str(mode), reason=reason)
+    except ApplicationError as exc:
+        _refuse(session_id=session_id, call=call, reason=exc.detail)
+        return None
+    _tool_message(
+        session_id=session_id,
+        call=call,
+        content=f"Switched to the {mode} agent. Continue the task as the {mode} agent.",
+    )
+    call.status = ToolCall.Status.HANDLED
+    call.completed_at = timezone.now()
+    call.save(update_fields=["status", "completed_at"])
+    if switch is None:
+        return None
+    return Emit(
+        chunk=switched_chunk(
+            from_agent=switch.from_agent,
+            to_agent=switch.to_agent,
+            reason=switch.reason,
+            confidence=switch.confidence,
+            is_final=False,
+        ),
+        ends_turn=False,
+    )
+
+
+def tool_queue_step(*, session_id: str) -> Emit | None | bool:
+    """Take the next queued call and decide its fate under the agent's policy.
+
+    Returns an Emit to send (a tool call ends the turn; a switch does not), True when the
+    call was settled inside the runtime (refused), or None when the queue is empty.
+    """
+    from approvals.models import Approval
+
+    with transaction.atomic():
+        call = ToolCall.objects.select_for_update().for_session(session_id).queued().first()
+        if call is None:
+            return None
+        if "__raw__" in call.arguments:
+            try:
+                arguments = parse_arguments(call.arguments["__raw__"])
+            except InvalidArguments as exc:
+                _refuse(session_id=session_id, call=call, reason=f"{exc} Send a JSON object.")
+                return True
+        else:
+            arguments = call.arguments
+        try:
+            spec = get_agent(call.agent)
+        except UnknownAgent as exc:
+            _refuse(session_id=session_id, call=call, reason=str(exc))
+            return True
+        policy = get_policy()
+        refusal = policy.check(agent=spec, tool_name=call.tool_name, arguments=arguments)
+        if refusal is not None:
+            _refuse(session_id=session_id, call=call, reason=refusal.reason)
+            return True
+        if call.tool_name in RUNTIME_TOOLS:
+            return _switch_mode(session_id=session_id, call=call, arguments=arguments) or True
+        # Optional arguments the model sent as null are simply absent for the IDE.
+        arguments = {k: v for k, v in arguments.items() if v is not None}
+        needs_approval = policy.requires_approval(
+            agent=spec, tool_name=call.tool_name, arguments=arguments
+        )
+        call.arguments = arguments
+        call.requires_approval = needs_approval
+        call.status = (
+            ToolCall.Status.AWAITING_APPROVAL if needs_approval else ToolCall.Status.EMITTED
+        )
+        call.save(update_fields=["arguments", "requires_approval", "status"])
+        if needs_approval:
+            Approval.objects.create(
+                session_id=session_id,
+                call_id=call.call_id,
+                tool_name=call.tool_name,
+                arguments=arguments,
+                agent=call.agent,
+                reason=f"{call.tool_name} requires human approval by policy",
+            )
+            audit_record(
+                event_type=AuditEvent.Type.APPROVAL_REQUESTED,
+                session_id=session_id,
+                agent=call.agent,
+                call_id=call.call_id,
+                tool_name=call.tool_name,
+            )
+    return Emit(chunk=call_chunk(call), ends_turn=True)
+
+
+def call_chunk(call: ToolCall) -> dict[str, Any]:
+    return tool_call_chunk(
+        call_id=call.call_id,
+        tool_name=call.tool_name,
+        arguments=call.arguments,
+        requires_approval=call.status == ToolCall.Status.AWAITING_APPROVAL,
+    )
+
+
+def classification_record(*, session_id: str, llm: dict[str, Any]) -> None:
+    LLMRequest.objects.create(session_id=session_id, agent="orchestrator", **llm)

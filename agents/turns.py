@@ -1,0 +1,242 @@
+"""Running turns: the session lease, the background task, and delivery of chunks.
+
+``submit`` validates a client message and stores it under the session's lease, before anything
+is streamed, so every refusal is a clean 4xx. The rest of the turn runs as its own task: a
+client that goes away does not stop it, and its result lands in the history. Chunks go to the
+caller's queue (the SSE response) and to the session's channel-layer group, so every WebSocket
+of the session, in any process, sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from asgiref.sync import SyncToAsync, async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from agent_runtime.errors import ApplicationError
+from agents import services
+from agents.chunks import switched_chunk
+from agents.engine import Turn
+from agents.messages import ClientMessage
+from agents.registry import UnknownAgent, get_agent
+from approvals.models import Approval
+from approvals.services import approval_decide
+from sessions import locks
+
+logger = logging.getLogger(__name__)
+db = database_sync_to_async
+
+_running: dict[str, asyncio.Task[None]] = {}  # this process's turns, by session
+_background: set[asyncio.Task[Any]] = set()  # strong references, so tasks are not collected
+
+
+def group_name(session_id: str) -> str:
+    # Group names allow only [a-zA-Z0-9_.-]; session ids may hold ':' too.
+    return "session-" + hashlib.sha256(session_id.encode()).hexdigest()[:40]
+
+
+class Delivery:
+    """Fans a turn's chunks out to the caller's queue and to the session's group.
+
+    Group sends run in their own task so a slow channel layer never delays the caller's
+    stream; text deltas that pile up meanwhile are coalesced into one chunk.
+    """
+
+    def __init__(self, session_id: str, listener: asyncio.Queue[Any] | None) -> None:
+        self.group = group_name(session_id)
+        self.listener = listener
+        self.layer = get_channel_layer()
+        self.pending: list[dict[str, Any]] = []
+        self.wakeup = asyncio.Event()
+        self.closed = False
+        self.sender = asyncio.create_task(self._send_loop())
+
+    async def emit(self, chunk: dict[str, Any]) -> None:
+        if self.listener is not None:
+            self.listener.put_nowait(chunk)
+        self.pending.append(chunk)
+        self.wakeup.set()
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            batch, self.pending = self.pending, []
+            for chunk in coalesce(batch):
+                try:
+                    await self.layer.group_send(
+                        self.group, {"type": "session.chunk", "chunk": chunk}
+                    )
+                except Exception:  # a broken layer must not break the caller's stream
+                    logger.exception("group_send failed for %s", self.group)
+            if self.closed and not self.pending:
+                return
+
+    async def close(self) -> None:
+        self.closed = True
+        self.wakeup.set()
+        await self.sender
+        if self.listener is not None:
+            self.listener.put_nowait(None)
+
+
+def coalesce(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for chunk in batch:
+        previous = out[-1] if out else None
+        if (
+            previous is not None
+            and chunk["type"] == previous["type"] == "assistant_message"
+            and not previous["is_final"]
+            and not chunk["is_final"]
+        ):
+            text = previous["token"] + chunk["token"]
+            out[-1] = {**previous, "token": text, "content": text}
+        else:
+            out.append(chunk)
+    return out
+
+
+def accept(session_id: str, message: ClientMessage) -> tuple[str, dict[str, Any]]:
+    """Store the client's input under the lease; returns what the turn does next."""
+    if message.type == "user_message":
+        if message.agent_type:
+            try:
+                get_agent(message.agent_type)
+            except UnknownAgent as exc:
+                raise ApplicationError(str(exc)) from None
+        services.user_message_accept(session_id=session_id, content=message.content)
+        return "user_message", {"content": message.content, "agent_type": message.agent_type}
+    if message.type == "tool_result":
+        services.tool_result_accept(
+            session_id=session_id,
+            call_id=message.call_id,
+            result=message.result,
+            error=message.error,
+        )
+        return "advance", {}
+    if message.type == "hitl_decision":
+        approval_decide(
+            session_id=session_id,
+            call_id=message.call_id,
+            decision=message.decision,
+            decided_by_kind=Approval.DeciderKind.IDE,
+            decided_by="ide",
+            modified_arguments=message.modified_arguments,
+            feedback=message.feedback,
+        )
+        return "resume", {"call_id": message.call_id}
+    if message.type == "resume":
+        return "resume", {"call_id": message.call_id}
+    # switch_agent: no model call; the switch is the whole answer.
+    context, switch = services.agent_switch(
+        session=session_id,
+        to_agent=message.agent_type or "",
+        reason=message.reason or "explicit switch",
+    )
+    return "switched", {
+        "chunk": switched_chunk(
+            from_agent=switch.from_agent if switch else context.current_agent,
+            to_agent=context.current_agent,
+            reason=switch.reason if switch else "already the current agent",
+            confidence=switch.confidence if switch else None,
+            is_final=True,
+        )
+    }
+
+
+async def submit(
+    session_id: str,
+    message: ClientMessage,
+    *,
+    wait: bool = True,
+    listener: asyncio.Queue[Any] | None = None,
+) -> asyncio.Task[None]:
+    """Start a turn; raises ApplicationError (4xx) before anything is streamed."""
+    lease = await locks.acquire(session_id, wait=wait)
+    try:
+        kind, params = await db(accept)(session_id, message)
+    except BaseException:
+        await db(locks.release)(lease)
+        raise
+    task = asyncio.create_task(_run(lease, kind, params, listener))
+    _running[session_id] = task
+    return task
+
+
+async def _run(
+    lease: locks.TurnLease, kind: str, params: dict[str, Any], listener: asyncio.Queue[Any] | None
+) -> None:
+    delivery = Delivery(lease.session_id, listener)
+    turn = Turn(session_id=lease.session_id, emit=delivery.emit)
+    work: Coroutine[Any, Any, None]
+    if kind == "switched":
+        work = delivery.emit(params["chunk"])
+    else:
+        work = getattr(turn, kind)(**params)
+    this = asyncio.current_task()
+    assert this is not None
+    heartbeat = asyncio.create_task(_heartbeat(lease, this))
+    try:
+        await turn.guarded(work)
+    finally:
+        heartbeat.cancel()
+        await delivery.close()
+        await db(locks.release)(lease)
+        if _running.get(lease.session_id) is this:
+            del _running[lease.session_id]
+
+
+async def _heartbeat(lease: locks.TurnLease, turn: asyncio.Task[None]) -> None:
+    interval = min(2.0, settings.TURN_LOCK_TTL_SECONDS / 3)
+    while True:
+        await asyncio.sleep(interval)
+        if not await db(locks.renew)(lease):
+            logger.info("turn of %s lost its lease (cancelled); stopping it", lease.session_id)
+            turn.cancel()
+            return
+
+
+async def cancel(session_id: str) -> bool:
+    """Stop the session's running turn, here or in any other process (via its lease)."""
+    revoked = await db(locks.revoke)(session_id)
+    task = _running.get(session_id)
+    if task is not None:
+        task.cancel()
+    return revoked or task is not None
+
+
+async def _resume(session_id: str, call_id: str) -> None:
+    task = await submit(session_id, ClientMessage(type="resume", call_id=call_id), wait=True)
+    await task
+
+
+def resume_after_decision(*, session_id: str, call_id: str) -> None:
+    """From sync code (admin, REST, expiry): continue the session after a decision.
+
+    Inside the server (a sync view under daphne) the turn is started on the server's event
+    loop and this returns at once; elsewhere (a worker, a command) it runs to the end here.
+    """
+    if getattr(SyncToAsync.threadlocal, "main_event_loop", None) is not None:
+        async_to_sync(_spawn)(_resume(session_id, call_id))
+    else:
+        async_to_sync(_resume)(session_id, call_id)
+
+
+async def _spawn(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background turn failed", exc_info=task.exception())

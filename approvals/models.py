@@ -1,0 +1,101 @@
+"""Human approval of risky tool calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from sessions.models import AgentSession
+
+
+class ApprovalQuerySet(models.QuerySet["Approval"]):
+    def pending(self) -> ApprovalQuerySet:
+        return self.filter(status=Approval.Status.PENDING)
+
+    def for_session(self, session: AgentSession | str) -> ApprovalQuerySet:
+        return self.filter(session=session)
+
+
+class Approval(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        EDITED = "edited"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+        CANCELLED = "cancelled"
+
+    class DeciderKind(models.TextChoices):
+        IDE = "ide"
+        STAFF = "staff"
+        SYSTEM = "system"
+
+    session = models.ForeignKey(AgentSession, on_delete=models.CASCADE, related_name="approvals")
+    call_id = models.CharField(max_length=128)
+    tool_name = models.CharField(max_length=64)
+    arguments = models.JSONField(default=dict, blank=True)
+    agent = models.CharField(max_length=32, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by_kind = models.CharField(max_length=8, choices=DeciderKind.choices, blank=True)
+    # "ide", "staff:<username>" or "system": what the model and the audit log are told.
+    decided_by = models.CharField(max_length=160, blank=True, default="")
+    decided_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    edited_arguments = models.JSONField(null=True, blank=True)
+    feedback = models.TextField(blank=True, default="")
+
+    objects = ApprovalQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        permissions = [("decide_approval", "Can approve, edit or reject tool calls")]
+        constraints = [
+            # A tool call has at most one approval.
+            models.UniqueConstraint(fields=["session", "call_id"], name="approval_one_per_call"),
+            models.CheckConstraint(
+                condition=Q(status="pending", decided_at__isnull=True)
+                | (~Q(status="pending") & Q(decided_at__isnull=False)),
+                name="approval_decided_at_iff_decided",
+            ),
+        ]
+        indexes = [
+            # The staff queue and the expiry job: pending approvals, oldest first.
+            models.Index(
+                fields=["created_at"], name="approval_pending_idx", condition=Q(status="pending")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool_name} ({self.call_id}) {self.status}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status == self.Status.PENDING
+
+    @property
+    def effective_arguments(self) -> dict[str, Any]:
+        return self.edited_arguments if self.edited_arguments is not None else self.arguments
+
+    def to_pending_dict(self) -> dict[str, Any]:
+        """The [compat] entry of GET /sessions/{id}/pending-approvals."""
+        return {
+            "request_id": str(self.pk),
+            "request_type": "tool",
+            "subject": self.tool_name,
+            "details": {"arguments": self.arguments},
+            "reason": self.reason,
+            "created_at": self.created_at.isoformat(),
+            "call_id": self.call_id,
+            "tool_name": self.tool_name,
+            "arguments": self.arguments,
+            "status": self.status,
+            "agent": self.agent or None,
+        }

@@ -1,0 +1,88 @@
+"""One turn at a time per session, across daphne processes and machines.
+
+The lease lives on the session row (``turn_owner``, ``turn_expires_at``) and is claimed with a
+conditional UPDATE, so it works the same on SQLite and PostgreSQL and holds no transaction open
+while the model talks. A running turn renews it on a heartbeat; a crashed process's lease simply
+expires. Cancelling a turn from anywhere revokes the lease, and the heartbeat of the turn that
+lost it stops that turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from agent_runtime.errors import Conflict
+from sessions.models import AgentSession
+
+POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class TurnLease:
+    session_id: str
+    token: str
+
+
+def _ttl() -> timedelta:
+    return timedelta(seconds=settings.TURN_LOCK_TTL_SECONDS)
+
+
+def try_claim(session_id: str, token: str) -> bool:
+    now = timezone.now()
+    free = Q(turn_owner="") | Q(turn_expires_at__lt=now) | Q(turn_expires_at__isnull=True)
+    return (
+        AgentSession.objects.filter(pk=session_id)
+        .filter(free)
+        .update(turn_owner=token, turn_expires_at=now + _ttl())
+        == 1
+    )
+
+
+def renew(lease: TurnLease) -> bool:
+    """Extend the lease; False means it was revoked (cancelled) or taken over after expiry."""
+    return (
+        AgentSession.objects.filter(pk=lease.session_id, turn_owner=lease.token).update(
+            turn_expires_at=timezone.now() + _ttl()
+        )
+        == 1
+    )
+
+
+def release(lease: TurnLease) -> None:
+    AgentSession.objects.filter(pk=lease.session_id, turn_owner=lease.token).update(
+        turn_owner="", turn_expires_at=None
+    )
+
+
+def revoke(session_id: str) -> bool:
+    """Take the lease away from whoever holds it; True if a turn was running."""
+    return (
+        AgentSession.objects.filter(pk=session_id)
+        .exclude(turn_owner="")
+        .update(turn_owner="", turn_expires_at=None)
+        == 1
+    )
+
+
+async def acquire(session_id: str, *, wait: bool) -> TurnLease:
+    """Claim the session's turn, waiting up to TURN_LOCK_WAIT_SECONDS unless ``wait`` is off."""
+    token = uuid.uuid4().hex
+    claim = database_sync_to_async(try_claim)
+    deadline = asyncio.get_running_loop().time() + settings.TURN_LOCK_WAIT_SECONDS
+    while not await claim(session_id, token):
+        if not wait or asyncio.get_running_loop().time() >= deadline:
+            raise Conflict(
+                "this session is busy with another turn; retry when it finishes"
+                + ("" if wait else " (or send wait=true to queue behind it)")
+                + "."
+            )
+        await asyncio.sleep(POLL_SECONDS)
+    return TurnLease(session_id=session_id, token=token)

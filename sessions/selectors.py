@@ -1,0 +1,150 @@
+"""Reads for the sessions API: each runs a fixed number of queries whatever the page size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from agents.models import AgentSwitch, ToolCall
+from approvals.models import Approval
+from sessions.models import AgentSession, AuditEvent, LLMRequest, Message
+
+
+def session_list(*, limit: int, offset: int, active_only: bool) -> tuple[list[AgentSession], int]:
+    qs = AgentSession.objects.active() if active_only else AgentSession.objects.live()
+    total = qs.count()
+    page = list(
+        qs.select_related("agent_context").order_by("-last_activity", "id")[offset : offset + limit]
+    )
+    return page, total
+
+
+def session_messages(
+    *, session: AgentSession, limit: int | None = None, before: int | None = None
+) -> list[Message]:
+    """The history in order; with ``limit``, the last ``limit`` messages before seq ``before``."""
+    qs = Message.objects.filter(session=session)
+    if before is not None:
+        qs = qs.filter(seq__lt=before)
+    if limit is None:
+        return list(qs.order_by("seq"))
+    return list(reversed(qs.order_by("-seq")[:limit]))
+
+
+def agent_switches(*, session: AgentSession) -> list[AgentSwitch]:
+    return list(AgentSwitch.objects.filter(context__session=session))
+
+
+def llm_messages(*, session_id: str) -> list[dict[str, Any]]:
+    """What the model is sent (before the system prompt): the whole history, OpenAI-style."""
+    return [m.to_openai() for m in Message.objects.filter(session_id=session_id).order_by("seq")]
+
+
+def event_metrics() -> dict[str, Any]:
+    """The [compat] counters of GET /events/metrics, all computed from persisted rows."""
+    switches: dict[str, int] = {}
+    for row in AgentSwitch.objects.values("from_agent", "to_agent").annotate(n=Count("id")):
+        switches[f"{row['from_agent']}_to_{row['to_agent']}"] = row["n"]
+
+    processing: dict[str, dict[str, int]] = {}
+    for event in AuditEvent.objects.filter(event_type=AuditEvent.Type.AGENT_PROCESSED).values(
+        "agent", "data"
+    ):
+        entry = processing.setdefault(
+            event["agent"],
+            {"count": 0, "total_duration_ms": 0, "success_count": 0, "failure_count": 0},
+        )
+        entry["count"] += 1
+        entry["total_duration_ms"] += int(event["data"].get("duration_ms", 0))
+        entry["success_count" if event["data"].get("success") else "failure_count"] += 1
+
+    tools: dict[str, dict[str, int]] = {}
+    for row in ToolCall.objects.values("tool_name").annotate(
+        requested=Count("id"),
+        completed=Count("id", filter=Q(status=ToolCall.Status.COMPLETED)),
+        failed=Count("id", filter=Q(status__in=[ToolCall.Status.FAILED, ToolCall.Status.REFUSED])),
+        requires_approval=Count("id", filter=Q(requires_approval=True)),
+    ):
+        name = row.pop("tool_name")
+        tools[name] = row
+
+    decisions: dict[str, dict[str, int]] = {}
+    decided = {
+        Approval.Status.APPROVED: "approve",
+        Approval.Status.EDITED: "edit",
+        Approval.Status.REJECTED: "reject",
+    }
+    for row in (
+        Approval.objects.filter(status__in=list(decided))
+        .values("tool_name", "status")
+        .annotate(n=Count("id"))
+    ):
+        entry = decisions.setdefault(row["tool_name"], {"approve": 0, "edit": 0, "reject": 0})
+        entry[decided[row["status"]]] += row["n"]
+
+    errors: dict[str, dict[str, int]] = {}
+    for event in AuditEvent.objects.filter(event_type=AuditEvent.Type.ERROR).values(
+        "agent", "data"
+    ):
+        per_agent = errors.setdefault(event["agent"] or "runtime", {})
+        kind = str(event["data"].get("error_type", "Error"))
+        per_agent[kind] = per_agent.get(kind, 0) + 1
+
+    llm = LLMRequest.objects.aggregate(
+        n=Count("id"),
+        ok=Count("id", filter=Q(success=True)),
+        ms=Sum("duration_ms"),
+        prompt=Sum("prompt_tokens"),
+        completion=Sum("completion_tokens"),
+    )
+    total_switches = sum(switches.values())
+    total_processed = sum(p["count"] for p in processing.values())
+    computed = {
+        "total_agent_switches": total_switches,
+        "total_agent_runs": total_processed,
+        "agent_success_rate": (
+            round(sum(p["success_count"] for p in processing.values()) / total_processed, 4)
+            if total_processed
+            else None
+        ),
+        "total_tool_calls": sum(t["requested"] for t in tools.values()),
+        "total_hitl_decisions": sum(sum(d.values()) for d in decisions.values()),
+        "total_errors": sum(sum(e.values()) for e in errors.values()),
+        "llm_requests": llm["n"],
+        "llm_success_rate": round(llm["ok"] / llm["n"], 4) if llm["n"] else None,
+        "llm_total_tokens": (llm["prompt"] or 0) + (llm["completion"] or 0),
+    }
+    return {
+        "metrics": {
+            "agent_switches": switches,
+            "agent_processing": processing,
+            "tool_executions": tools,
+            "hitl_decisions": decisions,
+            "errors": errors,
+        },
+        "computed": computed,
+        "timestamp": timezone.now().isoformat(),
+    }
+
+
+def session_llm_usage(*, session_id: str) -> dict[str, Any]:
+    requests = list(LLMRequest.objects.filter(session_id=session_id))
+    total = len(requests)
+    ok = sum(1 for r in requests if r.success)
+    duration = sum(r.duration_ms for r in requests)
+    prompt = sum(r.prompt_tokens for r in requests)
+    completion = sum(r.completion_tokens for r in requests)
+    return {
+        "session_id": session_id,
+        "total_requests": total,
+        "successful_requests": ok,
+        "failed_requests": total - ok,
+        "total_duration_ms": duration,
+        "average_duration_ms": round(duration / total, 2) if total else 0,
+        "total_prompt_tokens": prompt,
+        "total_completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "requests": [r.to_dict() for r in requests],
+    }

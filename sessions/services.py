@@ -1,0 +1,144 @@
+"""Session workflows: create, delete, append to the history, record audit events."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agent_runtime.errors import ApplicationError, Conflict, NotFound
+from sessions.models import AgentSession, AuditEvent, Message
+
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+TITLE_MAX_CHARS = 200
+
+
+def validate_session_id(session_id: str) -> str:
+    if not isinstance(session_id, str) or not SESSION_ID_RE.fullmatch(session_id):
+        raise ApplicationError(
+            "session_id must be 1-64 characters of letters, digits, '_', '.', ':' or '-'."
+        )
+    return session_id
+
+
+def session_get(*, session_id: str) -> AgentSession:
+    """The live session with this id, with its agent context; 404 otherwise."""
+    if not isinstance(session_id, str) or not SESSION_ID_RE.fullmatch(session_id):
+        raise NotFound(f"session {session_id!r} not found")
+    try:
+        return AgentSession.objects.live().select_related("agent_context").get(pk=session_id)
+    except AgentSession.DoesNotExist:
+        raise NotFound(f"session {session_id!r} not found") from None
+
+
+def audit_record(
+    *,
+    event_type: str,
+    session_id: str = "",
+    agent: str = "",
+    correlation_id: str = "",
+    **data: Any,
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        event_type=event_type,
+        session_id=session_id,
+        agent=agent,
+        correlation_id=correlation_id,
+        data=data,
+    )
+
+
+def session_create(*, session_id: str | None = None, title: str = "") -> AgentSession:
+    from agents.models import AgentContext
+    from agents.registry import default_agent
+
+    if session_id is None:
+        session_id = str(uuid.uuid4())
+    validate_session_id(session_id)
+    if len(title) > TITLE_MAX_CHARS:
+        raise ApplicationError(f"title must be at most {TITLE_MAX_CHARS} characters.")
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            session = AgentSession.objects.create(
+                id=session_id, title=title, created_at=now, last_activity=now
+            )
+            session.agent_context = AgentContext.objects.create(
+                session=session, current_agent=default_agent(), created_at=now
+            )
+            audit_record(event_type=AuditEvent.Type.SESSION_CREATED, session_id=session_id)
+    except IntegrityError:
+        raise Conflict(f"session {session_id!r} already exists") from None
+    return session
+
+
+def session_delete(*, session: AgentSession) -> None:
+    """Soft delete: gone from the API at once, rows kept for audit until the purge."""
+    with transaction.atomic():
+        AgentSession.objects.filter(pk=session.pk).update(
+            deleted_at=timezone.now(), is_active=False
+        )
+        audit_record(event_type=AuditEvent.Type.SESSION_DELETED, session_id=session.pk)
+
+
+def message_append(
+    *,
+    session: AgentSession | str,
+    role: str,
+    content: str = "",
+    tool_calls: list[dict[str, Any]] | None = None,
+    tool_call_id: str = "",
+    name: str = "",
+    agent: str = "",
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+) -> Message:
+    """Append one message: one INSERT, plus the session's counters; history is never rewritten.
+
+    The session row is locked (select_for_update) so two writers cannot take the same seq.
+    """
+    session_id = session if isinstance(session, str) else session.pk
+    now = timezone.now()
+    with transaction.atomic():
+        row = (
+            AgentSession.objects.select_for_update()
+            .only("message_count", "title")
+            .get(pk=session_id)
+        )
+        seq = row.message_count + 1
+        message = Message.objects.create(
+            session_id=session_id,
+            seq=seq,
+            role=role,
+            content=content or "",
+            tool_calls=tool_calls or None,
+            tool_call_id=tool_call_id,
+            name=name,
+            agent=agent,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            created_at=now,
+        )
+        changes: dict[str, Any] = {"message_count": F("message_count") + 1, "last_activity": now}
+        if role == Message.Role.USER and not row.title and content:
+            # The title is the first user message, on one line.
+            changes["title"] = " ".join(content.split())[:TITLE_MAX_CHARS]
+        AgentSession.objects.filter(pk=session_id).update(**changes)
+    return message
+
+
+def sessions_purge(*, older_than_days: int, for_real: bool) -> int:
+    """Delete soft-deleted sessions (and inactive ones past retention) for good."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    doomed = AgentSession.objects.filter(deleted_at__lt=cutoff) | AgentSession.objects.filter(
+        deleted_at__isnull=True, last_activity__lt=cutoff
+    )
+    count = doomed.count()
+    if for_real and count:
+        doomed.delete()
+    return count

@@ -1,0 +1,83 @@
+"""The stream endpoint, POST /agent/message/stream (PROTOCOL §3).
+
+A plain async Django view returning ``StreamingHttpResponse``: under daphne each chunk is
+flushed at once, and a client that goes away cancels only this generator, never the turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django_ratelimit.core import is_ratelimited
+
+from agent_runtime.errors import ApplicationError, error_response
+from agents import turns
+from agents.chunks import KEEPALIVE_FRAME, sse_frame
+from agents.messages import parse_request
+from sessions.services import session_get
+
+
+def _rate_limited(request: HttpRequest, session_id: str) -> bool:
+    return is_ratelimited(
+        request,
+        group="message-stream",
+        key=lambda group, req: session_id,
+        rate=settings.RATE_LIMIT_MESSAGES,
+        increment=True,
+    )
+
+
+def _read_json(request: HttpRequest) -> Any:
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise ApplicationError(
+            f"request body too large (limit {settings.MAX_REQUEST_BYTES} bytes)", status=413
+        ) from None
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApplicationError(f"malformed JSON body: {exc}") from None
+
+
+async def message_stream(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return error_response(405, "use POST")
+    try:
+        session_id, message, wait = parse_request(_read_json(request))
+        await database_sync_to_async(session_get)(session_id=session_id)
+        if settings.RATELIMIT_ENABLE and await database_sync_to_async(_rate_limited)(
+            request, session_id
+        ):
+            return error_response(429, "rate limit exceeded for this session", Retry_After="60")
+        listener: asyncio.Queue[Any] = asyncio.Queue()
+        await turns.submit(session_id, message, wait=wait, listener=listener)
+    except ApplicationError as exc:
+        return error_response(exc.status, exc.detail)
+    response = StreamingHttpResponse(sse_stream(listener), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+async def sse_stream(listener: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
+    """Frames from the turn's queue, with a keepalive comment whenever it is quiet."""
+    while True:
+        try:
+            chunk = listener.get_nowait()
+        except asyncio.QueueEmpty:
+            try:
+                chunk = await asyncio.wait_for(listener.get(), settings.KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield KEEPALIVE_FRAME
+                continue
+        if chunk is None:
+            return
+        yield sse_frame(chunk)

@@ -1,0 +1,84 @@
+"""Auth, size limits, health and the configuration checks."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.core.checks import run_checks
+
+from agent_runtime.checks import check_secrets
+from sessions.models import AgentSession
+
+pytestmark = pytest.mark.django_db
+
+PROTECTED = [
+    ("get", "/sessions"),
+    ("post", "/sessions"),
+    ("get", "/sessions/x"),
+    ("get", "/agents"),
+    ("get", "/events/metrics"),
+    ("get", "/events/audit-log"),
+    ("post", "/agent/message/stream"),
+]
+
+
+@pytest.mark.parametrize(("method", "url"), PROTECTED)
+@pytest.mark.parametrize("key", [None, "", "wrong", "dev-internal-key-but-longer"])
+def test_it_refuses_requests_without_the_right_key(anon, method, url, key):
+    headers = {} if key is None else {"HTTP_X_INTERNAL_AUTH": key}
+    response = getattr(anon, method)(url, **headers)
+    assert response.status_code == 401
+    assert response.json() == {"detail": "unauthorized"}
+    assert not AgentSession.objects.exists()
+
+
+def test_it_never_logs_the_key(api, caplog, settings):
+    with caplog.at_level(logging.DEBUG):
+        api.get("/sessions")
+        api.get("/sessions/missing")
+    assert settings.INTERNAL_API_KEY not in caplog.text
+
+
+def test_it_serves_health_without_a_key(anon):
+    response = anon.get("/health")
+    assert response.status_code == 200
+    data = response.json()
+    assert data["service"] == "agent-runtime"
+    assert data["status"] in {"healthy", "degraded"}
+    assert data["version"]
+    assert set(data["checks"]) >= {"database", "channel_layer", "llm", "circuit_breaker"}
+    assert data["checks"]["database"]["status"] == "ok"
+    assert data["llm_mode"] == "demo"
+    assert data["checks"]["llm"]["provider"] == "demo"
+
+
+def test_it_refuses_bodies_over_the_limit(api, settings):
+    settings.MAX_REQUEST_BYTES = 2048
+    response = api.post("/sessions", {"title": "x" * 5000}, format="json")
+    assert response.status_code == 413
+    assert "too large" in response.json()["detail"]
+    assert not AgentSession.objects.exists()
+
+
+def test_it_refuses_default_secrets_with_debug_off(settings):
+    settings.DEBUG = False
+    settings.SECRET_KEY = settings.DEFAULT_SECRET_KEY
+    settings.INTERNAL_API_KEY = settings.DEFAULT_INTERNAL_API_KEY
+    ids = {e.id for e in check_secrets()}
+    assert ids == {"agent_runtime.E001", "agent_runtime.E002"}
+    assert {"agent_runtime.E001", "agent_runtime.E002"} <= {e.id for e in run_checks()}
+
+
+def test_it_accepts_real_secrets_or_debug(settings):
+    settings.DEBUG = True
+    assert check_secrets() == []
+    settings.DEBUG = False
+    settings.SECRET_KEY = "a-real-secret-" * 4
+    settings.INTERNAL_API_KEY = "a-real-key"
+    assert check_secrets() == []
+
+
+def test_it_flags_an_unsafe_keepalive(settings):
+    settings.KEEPALIVE_SECONDS = 30
+    assert "agent_runtime.E011" in {e.id for e in run_checks()}

@@ -1,0 +1,201 @@
+"""The REST endpoints of PROTOCOL §2, field by field."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from agents.models import AgentContext
+from sessions.models import AgentSession, AuditEvent, Message
+
+pytestmark = pytest.mark.django_db
+
+SESSION_KEYS = ["id", "message_count", "created_at", "is_active", "current_agent"]
+LIST_ITEM_KEYS = ["id", "title", "message_count", "last_activity", "is_active", "current_agent"]
+DETAIL_KEYS = [
+    "id", "title", "description", "message_count", "messages",
+    "last_activity", "is_active", "created_at", "duration_seconds",
+]  # fmt: skip
+
+
+def assert_aware(value: str) -> None:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0
+
+
+def test_it_creates_a_session_with_a_client_chosen_id(api):
+    response = api.post("/sessions", {"session_id": "ide-1.a:b_c", "title": "t"}, format="json")
+    assert response.status_code == 201
+    data = response.json()
+    assert all(key in data for key in SESSION_KEYS)
+    assert data["id"] == "ide-1.a:b_c"
+    assert data["message_count"] == 0
+    assert data["is_active"] is True
+    assert data["current_agent"] == "orchestrator"
+    assert_aware(data["created_at"])
+    assert AgentContext.objects.get(session_id="ide-1.a:b_c").current_agent == "orchestrator"
+
+
+def test_it_generates_an_id_for_an_empty_body(api):
+    response = api.post("/sessions")
+    assert response.status_code == 201
+    assert len(response.json()["id"]) == 36
+
+
+def test_it_answers_409_for_an_existing_id(api, make_session):
+    make_session("taken")
+    response = api.post("/sessions", {"session_id": "taken"}, format="json")
+    assert response.status_code == 409
+    assert "already exists" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"session_id": ""},
+        {"session_id": "x" * 65},
+        {"session_id": "has space"},
+        {"session_id": "slash/y"},
+        {"session_id": 12},
+        {"session_id": "ok", "unknown": 1},
+        {"title": "x" * 201},
+        ["not", "an", "object"],
+    ],
+)
+def test_it_refuses_bad_create_bodies(api, payload):
+    response = api.post("/sessions", payload, format="json")
+    assert response.status_code == 400
+    assert isinstance(response.json()["detail"], str)
+    assert AgentSession.objects.count() == 0
+
+
+def test_it_refuses_malformed_json(api):
+    response = api.post("/sessions", "{nope", content_type="application/json")
+    assert response.status_code == 400
+    assert "JSON" in response.json()["detail"]
+
+
+def test_it_lists_sessions_with_the_true_total(api, make_session):
+    for _ in range(5):
+        make_session(messages=2)
+    response = api.get("/sessions?limit=2&offset=1")
+    assert response.status_code == 200
+    data = response.json()
+    assert data["total"] == 5
+    assert data["limit"] == 2 and data["offset"] == 1
+    assert len(data["sessions"]) == 2
+    item = data["sessions"][0]
+    assert all(key in item for key in LIST_ITEM_KEYS)
+    assert item["message_count"] == 2
+    assert item["title"] == "m0"
+    assert item["current_agent"] == "orchestrator"
+    assert_aware(item["last_activity"])
+
+
+def test_it_filters_active_only(api, make_session):
+    make_session("a")
+    make_session("b")
+    AgentSession.objects.filter(pk="b").update(is_active=False)
+    data = api.get("/sessions?active_only=true").json()
+    assert [s["id"] for s in data["sessions"]] == ["a"]
+    assert data["total"] == 1
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=99999", "offset=-1", "limit=abc", "active_only=maybe"]
+)
+def test_it_refuses_bad_paging(api, query):
+    response = api.get(f"/sessions?{query}")
+    assert response.status_code == 400
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("page_size", [1, 50])
+def test_it_lists_with_constant_queries(api, make_session, django_assert_num_queries, page_size):
+    for _ in range(page_size):
+        make_session(messages=1)
+    with django_assert_num_queries(2):  # the count and the page (with its agent contexts)
+        response = api.get(f"/sessions?limit={page_size}")
+    assert len(response.json()["sessions"]) == page_size
+
+
+def test_it_gets_a_session_with_and_without_messages(api, make_session):
+    make_session("s", messages=3)
+    plain = api.get("/sessions/s").json()["session"]
+    assert all(key in plain for key in DETAIL_KEYS)
+    assert plain["messages"] is None
+    assert plain["message_count"] == 3
+    assert isinstance(plain["duration_seconds"], float)
+    full = api.get("/sessions/s?include_messages=true").json()["session"]
+    assert [m["content"] for m in full["messages"]] == ["m0", "m1", "m2"]
+
+
+@pytest.mark.parametrize("session_id", ["nope", "x" * 65, "bad%20id"])
+def test_it_answers_404_for_unknown_sessions(api, session_id):
+    for url in [
+        f"/sessions/{session_id}",
+        f"/sessions/{session_id}/history",
+        f"/sessions/{session_id}/pending-approvals",
+        f"/agents/{session_id}/current",
+    ]:
+        response = api.get(url)
+        assert response.status_code == 404, url
+        assert "not found" in response.json()["detail"]
+
+
+def test_it_soft_deletes(api, make_session):
+    make_session("gone", messages=1)
+    assert api.delete("/sessions/gone").status_code == 204
+    assert api.get("/sessions/gone").status_code == 404
+    assert api.get("/sessions").json()["total"] == 0
+    assert api.delete("/sessions/gone").status_code == 404
+    row = AgentSession.objects.get(pk="gone")
+    assert row.deleted_at is not None
+    assert Message.objects.filter(session=row).count() == 1
+    assert AuditEvent.objects.filter(event_type="session_deleted", session_id="gone").exists()
+
+
+def test_it_serves_history_with_agent_history(api, make_session):
+    make_session("h", messages=4)
+    switched = api.post("/agents/h/switch", {"target_agent": "coder", "reason": "r"}, format="json")
+    assert switched.status_code == 200
+    data = api.get("/sessions/h/history").json()
+    assert list(data)[:6] == [
+        "session_id", "messages", "message_count", "last_activity",
+        "current_agent", "agent_history",
+    ]  # fmt: skip
+    assert data["session_id"] == "h"
+    assert data["message_count"] == 4
+    assert data["current_agent"] == "coder"
+    assert [m["role"] for m in data["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert data["messages"][0]["content"] == "m0"
+    (entry,) = data["agent_history"]
+    assert entry["from_agent"] == "orchestrator" and entry["to_agent"] == "coder"
+    assert entry["reason"] == "r" and entry["confidence"] is None
+    assert_aware(entry["switched_at"])
+
+
+def test_it_pages_history(api, make_session):
+    make_session("p", messages=10)
+    data = api.get("/sessions/p/history?limit=3").json()
+    assert [m["seq"] for m in data["messages"]] == [8, 9, 10]
+    assert data["has_more"] is True
+    older = api.get("/sessions/p/history?limit=3&before=8").json()
+    assert [m["seq"] for m in older["messages"]] == [5, 6, 7]
+    assert api.get("/sessions/p/history?limit=0").status_code == 400
+
+
+@pytest.mark.parametrize("size", [1, 40])
+def test_it_serves_history_with_constant_queries(
+    api, make_session, django_assert_num_queries, size
+):
+    make_session("q", messages=size)
+    with django_assert_num_queries(3):  # the session, its messages, its switches
+        api.get("/sessions/q/history")
+
+
+def test_it_lists_empty_pending_approvals(api, make_session):
+    make_session("a")
+    data = api.get("/sessions/a/pending-approvals").json()
+    assert data == {"session_id": "a", "pending_approvals": [], "count": 0}
