@@ -339,8 +339,8 @@ def _error_text(body: Any) -> str:
             message = body.get("message") or body.get("detail")
     if not isinstance(message, str):
         return ""
-    message = " ".join(message.split())
-    return message if len(message) <= 200 else message[:199] + "…"
+    text = " ".join(message.split())
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def _parse_json_reply(raw: bytes) -> Completion:
@@ -452,9 +452,10 @@ class OpenAIClient(LLMProvider):
         breaker: pybreaker.CircuitBreaker,
         max_tokens: int = 0,
     ) -> None:
-        if not base_url:
-            raise ValueError("OpenAIClient needs a base_url")
         base = base_url.rstrip("/").removesuffix("/v1")  # tolerate ".../v1" as the base URL
+        # Fail at startup, not on the first turn, when LLM_BASE_URL is not an http(s) URL.
+        if httpx.URL(base or "/").scheme not in {"http", "https"}:
+            raise ValueError("The LLM base URL must be an http:// or https:// URL.")
         self.base_url = base
         self.model = model
         self.connect_timeout = connect_timeout

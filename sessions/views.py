@@ -15,6 +15,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import is_ratelimited
 
 from agent_runtime.errors import ApplicationError, error_response
@@ -47,6 +48,8 @@ def _read_json(request: HttpRequest) -> Any:
         raise ApplicationError(f"malformed JSON body: {exc}") from None
 
 
+# Header-authenticated (X-Internal-Auth), never by cookie, so CSRF does not apply.
+@csrf_exempt
 async def message_stream(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return error_response(405, "use POST")

@@ -46,3 +46,87 @@ def make_session(db: Any) -> Callable[..., AgentSession]:
         return session
 
     return make
+
+
+# --- The fake LLM and the stream endpoint --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server() -> Iterator[Any]:
+    from tests.fakellm import FakeLLM
+
+    server = FakeLLM().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def llm(fake_llm_server: Any, settings: Any) -> Iterator[Any]:
+    """The runtime talks to a real local HTTP server playing the LLM."""
+    from agents.llm import reset_provider
+
+    fake_llm_server.reset()
+    settings.LLM_BASE_URL = fake_llm_server.url
+    settings.LLM_MAX_RETRIES = 1
+    settings.LLM_RETRY_BASE_DELAY = 0.01
+    settings.LLM_RETRY_MAX_DELAY = 0.05
+    settings.LLM_FIRST_BYTE_TIMEOUT = 5.0
+    settings.LLM_IDLE_TIMEOUT = 5.0
+    reset_provider()
+    yield fake_llm_server
+    reset_provider()
+
+
+def parse_sse(raw: bytes) -> list[dict[str, Any]]:
+    """Split an SSE body into chunks, checking the [compat] framing on the way."""
+    import json
+
+    from agents.chunks import CHUNK_KEYS
+
+    chunks = []
+    for frame in raw.decode().split("\n\n"):
+        if not frame or frame.startswith(":"):
+            continue
+        assert frame.startswith("data: "), frame
+        assert "\n" not in frame, frame  # one data line per chunk, no event: lines
+        chunk = json.loads(frame[len("data: ") :])
+        assert tuple(chunk) == CHUNK_KEYS, chunk
+        chunks.append(chunk)
+    return chunks
+
+
+class StreamClient:
+    """Drives POST /agent/message/stream through Django's async stack."""
+
+    def __init__(self) -> None:
+        from django.test import AsyncClient
+
+        self.client = AsyncClient()
+        self.headers = {"X-Internal-Auth": settings.INTERNAL_API_KEY}
+
+    async def post(self, session_id: str, message: Any, **extra: Any) -> Any:
+        body = {"session_id": session_id, "message": message, **extra}
+        return await self.raw(body)
+
+    async def raw(self, body: Any) -> Any:
+        return await self.client.post(
+            "/agent/message/stream", body, content_type="application/json", headers=self.headers
+        )
+
+    async def send(self, session_id: str, message: Any, **extra: Any) -> list[dict[str, Any]]:
+        """The chunks of one turn; asserts a 200 and exactly one final chunk, at the end."""
+        response = await self.post(session_id, message, **extra)
+        assert response.status_code == 200, response.content
+        assert response["Content-Type"] == "text/event-stream"
+        assert response["Cache-Control"] == "no-cache"
+        assert response["X-Accel-Buffering"] == "no"
+        raw = b"".join([part async for part in response.streaming_content])
+        chunks = parse_sse(raw)
+        assert [c["is_final"] for c in chunks].count(True) == 1, chunks
+        assert chunks[-1]["is_final"] is True
+        return chunks
+
+
+@pytest.fixture
+def stream() -> StreamClient:
+    return StreamClient()

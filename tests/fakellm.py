@@ -303,6 +303,7 @@ class FakeLLM:
             self._queue.clear()
             self.requests.clear()
             self.connections = 0
+            self.models_status = 200
 
     def _next_script(self) -> Script:
         with self._lock:
@@ -359,6 +360,8 @@ class FakeLLM:
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the client went away
+        except ValueError:
+            pass  # not HTTP we understand: drop the connection
         except asyncio.CancelledError:
             pass  # stop(): end quietly (asyncio logs a cancelled connection task as an error)
         finally:

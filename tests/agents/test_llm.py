@@ -51,7 +51,6 @@ def server() -> Iterator[FakeLLM]:
 @pytest.fixture
 def fake(server: FakeLLM) -> Iterator[FakeLLM]:
     server.reset()
-    server.models_status = 200
     yield server
     server.reset()
 
@@ -455,6 +454,22 @@ async def test_it_does_not_count_a_caller_that_stops_reading(
     assert completion_of(await collect(client)).text == "OK"
 
 
+async def test_it_closes_the_breaker_after_a_good_trial_call(
+    fake: FakeLLM, make_client: MakeClient
+) -> None:
+    breaker = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0.05)
+    client = make_client(breaker=breaker, max_retries=0)
+    fake.enqueue(fakellm.status(500))
+    with pytest.raises(LLMError):
+        await collect(client)
+    assert breaker.current_state == "open"
+
+    await asyncio.sleep(0.06)
+
+    assert completion_of(await collect(client)).text == "OK"
+    assert breaker.current_state == "closed"
+
+
 # --- Headers and health ---------------------------------------------------------------------------
 
 
@@ -551,19 +566,3 @@ def test_it_reports_an_open_breaker_as_half_open_once_its_timeout_passes() -> No
     assert _state_name(breaker) == "open"
     time.sleep(0.06)
     assert _state_name(breaker) == "half-open"
-
-
-async def test_it_closes_the_breaker_after_a_good_trial_call(
-    fake: FakeLLM, make_client: MakeClient
-) -> None:
-    breaker = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0.05)
-    client = make_client(breaker=breaker, max_retries=0)
-    fake.enqueue(fakellm.status(500))
-    with pytest.raises(LLMError):
-        await collect(client)
-    assert breaker.current_state == "open"
-
-    await asyncio.sleep(0.06)
-
-    assert completion_of(await collect(client)).text == "OK"
-    assert breaker.current_state == "closed"

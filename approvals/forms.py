@@ -1,0 +1,62 @@
+"""The staff decision form: approve, edit (new JSON arguments) or reject (with feedback)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.core.validators import MaxLengthValidator
+
+
+def pretty_arguments(arguments: Any) -> str:
+    return json.dumps(arguments, indent=2, ensure_ascii=False)
+
+
+class DecisionForm(forms.Form):
+    """The decision arrives as the value of the pressed button (``name="decision"``)."""
+
+    DECISIONS = [("approve", "Approve"), ("edit", "Edit"), ("reject", "Reject")]
+
+    decision = forms.ChoiceField(choices=DECISIONS)
+    arguments = forms.CharField(
+        required=False,
+        strip=False,
+        label="Arguments (JSON object, used by Edit)",
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 100, "spellcheck": "false"}),
+    )
+    feedback = forms.CharField(
+        required=False,
+        label="Feedback (told to the agent; optional for Approve and Edit)",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 100}),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Read at form creation, not import, so the setting can change (and be overridden).
+        limit = settings.APPROVAL_FEEDBACK_MAX_CHARS
+        feedback = self.fields["feedback"]
+        feedback.max_length = limit
+        feedback.validators.append(MaxLengthValidator(limit))
+        feedback.widget.attrs["maxlength"] = str(limit)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        cleaned["modified_arguments"] = None
+        if cleaned.get("decision") != "edit" or "arguments" not in cleaned:
+            return cleaned
+        raw = cleaned["arguments"]
+        if not raw.strip():
+            self.add_error("arguments", "Edit needs the new arguments as a JSON object.")
+            return cleaned
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            self.add_error("arguments", f"This is not valid JSON: {exc}.")
+            return cleaned
+        if not isinstance(value, dict):
+            self.add_error("arguments", "The arguments must be a JSON object ({...}).")
+            return cleaned
+        cleaned["modified_arguments"] = value
+        return cleaned

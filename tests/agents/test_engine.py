@@ -1,0 +1,567 @@
+"""The agent loop over the stream endpoint, against a real local HTTP server playing the LLM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from agents.models import AgentContext, ToolCall
+from approvals.models import Approval
+from sessions import locks
+from sessions.models import AgentSession, LLMRequest, Message
+from sessions.services import session_create
+from tests import fakellm
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@sync_to_async
+def new_session(session_id: str = "s1", agent: str | None = None) -> None:
+    session_create(session_id=session_id)
+    if agent:
+        AgentContext.objects.filter(session_id=session_id).update(current_agent=agent)
+
+
+@sync_to_async
+def history(session_id: str = "s1") -> list[dict[str, Any]]:
+    return [m.to_openai() for m in Message.objects.filter(session_id=session_id).order_by("seq")]
+
+
+@sync_to_async
+def current_agent(session_id: str = "s1") -> str:
+    return AgentContext.objects.get(session_id=session_id).current_agent
+
+
+def assert_strict(messages: list[dict[str, Any]]) -> None:
+    """What an OpenAI-strict provider demands: every call answered, right after it."""
+    open_calls: list[str] = []
+    for message in messages:
+        assert message["content"] is not None
+        if message["role"] == "tool":
+            assert message["tool_call_id"] in open_calls, messages
+            open_calls.remove(message["tool_call_id"])
+            continue
+        assert not open_calls, f"unanswered calls {open_calls} before {message}"
+        for call in message.get("tool_calls") or []:
+            assert isinstance(json.loads(call["function"]["arguments"]), dict)
+            open_calls.append(call["id"])
+    assert not open_calls, messages
+
+
+def text_of(chunks: list[dict[str, Any]]) -> str:
+    return "".join(c["token"] for c in chunks if c["type"] == "assistant_message")
+
+
+def user(content: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "user_message", "content": content, "role": "user", **extra}
+
+
+def result(call_id: str, value: Any = "ok", **extra: Any) -> dict[str, Any]:
+    return {"type": "tool_result", "call_id": call_id, "result": value, **extra}
+
+
+async def test_it_routes_then_streams_a_text_reply(stream, llm):
+    await new_session()
+    llm.enqueue(fakellm.classify("coder", 0.8), fakellm.text("Hello there, friend."))
+    chunks = await stream.send("s1", user("write a function"))
+    switched = chunks[0]
+    assert switched["type"] == "agent_switched"
+    assert switched["content"] == "Switched to coder agent"
+    assert switched["is_final"] is False
+    assert switched["metadata"]["from_agent"] == "orchestrator"
+    assert switched["metadata"]["to_agent"] == "coder"
+    assert switched["metadata"]["confidence"] == 0.8
+    tokens = [c for c in chunks if c["type"] == "assistant_message"]
+    assert len(tokens) > 2  # streamed, not one blob
+    assert all(c["token"] == c["content"] for c in tokens)
+    assert text_of(chunks) == "Hello there, friend."
+    assert await current_agent() == "coder"
+    assert await history() == [
+        {"role": "user", "content": "write a function"},
+        {"role": "assistant", "content": "Hello there, friend."},
+    ]
+    classify_request, turn_request = llm.requests
+    assert classify_request["response_format"] == {"type": "json_object"}
+    assert turn_request["stream"] is True
+    assert turn_request["messages"][0]["role"] == "system"
+    assert turn_request["messages"][1:] == [{"role": "user", "content": "write a function"}]
+    assert {t["function"]["name"] for t in turn_request["tools"]} >= {"write_file", "switch_mode"}
+
+
+async def test_it_falls_back_to_keywords_when_the_classifier_fails(stream, llm):
+    await new_session()
+    llm.enqueue(fakellm.text("not json at all"), fakellm.text("Looking into it."))
+    chunks = await stream.send("s1", user("there is a bug, the app crashes with a traceback"))
+    assert chunks[0]["metadata"]["to_agent"] == "debug"
+    assert "keyword" in chunks[0]["metadata"]["reason"]
+    assert await current_agent() == "debug"
+
+
+async def test_it_forces_the_agent_the_client_names(stream, llm):
+    await new_session()
+    llm.enqueue(fakellm.text("Hi."))
+    chunks = await stream.send("s1", user("hello", agent_type="ask"))
+    assert chunks[0]["metadata"]["to_agent"] == "ask"
+    assert len(llm.requests) == 1  # no classification
+
+
+async def test_it_sends_a_tool_call_and_continues_with_the_result(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(
+        fakellm.tool_calls([("c1", "read_file", '{"path": "app.py"}')], text_before="Let me look."),
+        fakellm.text("The file says hi."),
+    )
+    chunks = await stream.send("s1", user("what is in app.py?"))
+    assert text_of(chunks) == "Let me look."
+    call = chunks[-1]
+    assert call["type"] == "tool_call"
+    assert call["call_id"] == "c1" and call["tool_name"] == "read_file"
+    assert call["arguments"] == {"path": "app.py"}
+    assert call["requires_approval"] is False
+    chunks = await stream.send("s1", result("c1", {"content": "print('hi')"}))
+    assert text_of(chunks) == "The file says hi."
+    messages = await history()
+    assert_strict(messages)
+    assert messages[1]["content"] == "Let me look."
+    assert messages[2] == {
+        "role": "tool",
+        "content": '{"content": "print(\'hi\')"}',
+        "tool_call_id": "c1",
+        "name": "read_file",
+    }
+    assert llm.requests[-1]["messages"][-1]["role"] == "tool"
+
+
+async def test_it_sends_parallel_calls_one_at_a_time(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(
+        fakellm.tool_calls(
+            [("a", "read_file", '{"path": "a.py"}'), ("b", "read_file", '{"path": "b.py"}')],
+            interleave=True,
+        ),
+        fakellm.text("Both read."),
+    )
+    first = await stream.send("s1", user("read both"))
+    assert first[-1]["call_id"] == "a"
+    second = await stream.send("s1", result("a", "A"))
+    assert [c["type"] for c in second] == ["tool_call"]
+    assert second[0]["call_id"] == "b" and second[0]["arguments"] == {"path": "b.py"}
+    assert len(llm.requests) == 1  # the model waits until every call has a result
+    third = await stream.send("s1", result("b", "B"))
+    assert text_of(third) == "Both read."
+    assert_strict(await history())
+
+
+async def test_it_hands_off_with_switch_mode(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(
+        fakellm.tool_calls([("h", "switch_mode", '{"mode": "debug", "reason": "a crash"}')]),
+        fakellm.text("Debugging now."),
+    )
+    chunks = await stream.send("s1", user("it crashes"))
+    assert [c["type"] for c in chunks[:1]] == ["agent_switched"]
+    assert chunks[0]["metadata"] == {
+        "from_agent": "coder",
+        "to_agent": "debug",
+        "reason": "a crash",
+        "confidence": None,
+    }
+    assert chunks[0]["is_final"] is False
+    assert not any(c["type"] == "tool_call" for c in chunks)  # never sent to the IDE
+    assert text_of(chunks) == "Debugging now."
+    assert await current_agent() == "debug"
+    debug_prompt = llm.requests[-1]["messages"][0]["content"]
+    assert "debug" in debug_prompt.lower()
+    assert "write_file" not in {t["function"]["name"] for t in llm.requests[-1]["tools"]}
+    assert_strict(await history())
+
+
+async def test_it_refuses_a_forbidden_tool_and_the_model_recovers(stream, llm):
+    await new_session(agent="ask")
+    llm.enqueue(
+        fakellm.tool_calls([("w", "write_file", '{"path": "x.py", "content": "1"}')]),
+        fakellm.text("I cannot write files; here is the code instead."),
+    )
+    chunks = await stream.send("s1", user("write x.py"))
+    assert not any(c["type"] == "tool_call" for c in chunks)
+    assert text_of(chunks).startswith("I cannot write files")
+    messages = await history()
+    assert_strict(messages)
+    refusal = messages[2]
+    assert refusal["role"] == "tool" and refusal["tool_call_id"] == "w"
+    assert refusal["content"].startswith("Error: The ask agent may not use write_file")
+    call = await sync_to_async(ToolCall.objects.get)(call_id="w")
+    assert call.status == "refused"
+
+
+async def test_it_refuses_a_path_outside_the_file_rules(stream, llm):
+    await new_session(agent="architect")
+    llm.enqueue(
+        fakellm.tool_calls([("w", "write_file", '{"path": "src/app.py", "content": "1"}')]),
+        fakellm.tool_calls([("m", "write_file", '{"path": "docs/design.md", "content": "#"}')]),
+    )
+    chunks = await stream.send("s1", user("document the design"))
+    assert chunks[-1]["call_id"] == "m"
+    assert chunks[-1]["requires_approval"] is True
+    messages = await history()
+    assert "may only write Markdown" in messages[2]["content"]
+
+
+@pytest.mark.parametrize("raw", ['{"path": "a.py"', "[1, 2]", '"just a string"'])
+async def test_it_refuses_malformed_arguments_and_keeps_history_valid(stream, llm, raw):
+    await new_session(agent="coder")
+    llm.enqueue(fakellm.tool_calls([("bad", "read_file", raw)]), fakellm.text("Sorry."))
+    chunks = await stream.send("s1", user("read"))
+    assert text_of(chunks) == "Sorry."
+    messages = await history()
+    assert_strict(messages)
+    assert messages[1]["tool_calls"][0]["function"]["arguments"] == "{}"
+    assert messages[2]["content"].startswith("Error:")
+    assert "JSON" in messages[2]["content"]
+
+
+async def test_it_stops_a_model_that_keeps_calling_forbidden_tools(stream, llm, settings):
+    settings.MAX_LLM_ROUNDS_PER_REQUEST = 3
+    await new_session(agent="ask")
+    forbidden = fakellm.tool_calls([("x", "execute_command", '{"command": "ls"}')])
+    llm.enqueue(*[forbidden] * 5)
+    chunks = await stream.send("s1", user("run ls"))
+    assert chunks[-1]["type"] == "error"
+    assert "3 model calls" in chunks[-1]["error"]
+    assert len(llm.requests) == 3
+    assert_strict(await history())
+
+
+async def test_it_waits_for_approval_then_emits_the_approved_call(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(
+        fakellm.tool_calls([("e", "execute_command", '{"command": "pytest -q"}')]),
+        fakellm.text("Tests pass."),
+    )
+    chunks = await stream.send("s1", user("run the tests"))
+    assert chunks[-1]["requires_approval"] is True
+    approval = await sync_to_async(Approval.objects.get)(call_id="e")
+    assert approval.status == "pending" and approval.tool_name == "execute_command"
+    decided = await stream.send(
+        "s1", {"type": "hitl_decision", "call_id": "e", "decision": "approve"}
+    )
+    assert [c["type"] for c in decided] == ["tool_call"]
+    assert decided[0]["call_id"] == "e"
+    assert decided[0]["requires_approval"] is False
+    assert decided[0]["arguments"] == {"command": "pytest -q"}
+    await sync_to_async(approval.refresh_from_db)()
+    assert approval.status == "approved" and approval.decided_by == "ide"
+    done = await stream.send("s1", result("e", "3 passed"))
+    assert text_of(done) == "Tests pass."
+    assert_strict(await history())
+
+
+async def test_it_emits_edited_arguments(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(fakellm.tool_calls([("e", "execute_command", '{"command": "rm -rf /"}')]))
+    await stream.send("s1", user("clean up"))
+    decided = await stream.send(
+        "s1",
+        {
+            "type": "hitl_decision",
+            "call_id": "e",
+            "decision": "edit",
+            "modified_arguments": {"command": "rm -rf build"},
+        },
+    )
+    assert decided[0]["arguments"] == {"command": "rm -rf build"}
+    approval = await sync_to_async(Approval.objects.get)(call_id="e")
+    assert approval.status == "edited"
+    assert approval.edited_arguments == {"command": "rm -rf build"}
+
+
+async def test_a_rejection_goes_back_to_the_model(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(
+        fakellm.tool_calls([("e", "execute_command", '{"command": "rm -rf /"}')]),
+        fakellm.text("Understood, I will not delete anything."),
+    )
+    await stream.send("s1", user("clean up"))
+    chunks = await stream.send(
+        "s1",
+        {"type": "hitl_decision", "call_id": "e", "decision": "reject", "feedback": "too risky"},
+    )
+    assert text_of(chunks) == "Understood, I will not delete anything."
+    messages = await history()
+    assert_strict(messages)
+    assert messages[2]["content"] == "The execute_command call was rejected by ide: too risky"
+
+
+@pytest.mark.parametrize(("error", "status"), [(None, "approved"), ("user said no", "rejected")])
+async def test_a_tool_result_resolves_a_pending_approval(stream, llm, error, status):
+    await new_session(agent="coder")
+    llm.enqueue(
+        fakellm.tool_calls([("w", "write_file", '{"path": "a.py", "content": "x"}')]),
+        fakellm.text("Noted."),
+    )
+    await stream.send("s1", user("write a.py"))
+    message = result("w", "written") if error is None else result("w", None, error=error)
+    await stream.send("s1", message)
+    approval = await sync_to_async(Approval.objects.get)(call_id="w")
+    assert approval.status == status
+    assert approval.decided_by_kind == "ide"
+    messages = await history()
+    assert_strict(messages)
+    if error:
+        assert messages[2]["content"] == "Rejected by the IDE user: user said no"
+
+
+async def test_a_new_user_message_closes_open_calls(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(
+        fakellm.tool_calls([("w", "write_file", '{"path": "a.py", "content": "x"}')]),
+        fakellm.text("Fine."),
+    )
+    await stream.send("s1", user("write a.py"))
+    await stream.send("s1", user("never mind"))
+    messages = await history()
+    assert_strict(messages)
+    assert messages[2]["content"].startswith("Cancelled:")
+    approval = await sync_to_async(Approval.objects.get)(call_id="w")
+    assert approval.status == "cancelled"
+
+
+async def test_an_explicit_switch_needs_no_model(stream, llm):
+    await new_session()
+    chunks = await stream.send("s1", {"type": "switch_agent", "agent_type": "architect"})
+    assert [c["type"] for c in chunks] == ["agent_switched"]
+    assert chunks[0]["is_final"] is True
+    assert chunks[0]["metadata"]["to_agent"] == "architect"
+    assert llm.requests == []
+
+
+async def test_it_runs_the_current_agent_again_on_empty_content(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(fakellm.text("Again."))
+    chunks = await stream.send("s1", user(""))
+    assert text_of(chunks) == "Again."
+    assert await history() == [{"role": "assistant", "content": "Again."}]
+
+
+@pytest.mark.parametrize(
+    ("script", "attempts", "words"),
+    [
+        (fakellm.status(500, {"error": {"message": "boom"}}), 2, "500"),  # retried once
+        (fakellm.status(400, {"error": {"message": "bad model"}}), 1, "400"),
+        (fakellm.garbage(), 1, "model"),
+    ],
+)
+async def test_an_llm_failure_is_an_error_chunk_never_text(stream, llm, script, attempts, words):
+    await new_session(agent="coder")
+    llm.enqueue(*[script] * attempts)
+    chunks = await stream.send("s1", user("hi"))
+    assert [c["type"] for c in chunks] == ["error"]
+    assert words in chunks[0]["error"]
+    assert chunks[0]["content"] == chunks[0]["error"]
+    assert await history() == [{"role": "user", "content": "hi"}]
+    assert len(llm.requests) == attempts
+    failure = await sync_to_async(LLMRequest.objects.get)(session_id="s1")
+    assert failure.success is False
+    llm.enqueue(fakellm.text("Back."))  # the session stays usable
+    assert text_of(await stream.send("s1", user("again"))) == "Back."
+
+
+async def test_a_stream_dropped_midway_keeps_what_was_shown(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(fakellm.drop_after(3))
+    chunks = await stream.send("s1", user("hi"))
+    assert chunks[-1]["type"] == "error"
+    shown = text_of(chunks)
+    assert shown
+    messages = await history()
+    assert messages[-1] == {"role": "assistant", "content": shown}
+    assert_strict(messages)
+
+
+async def test_an_open_breaker_fails_fast_and_routing_falls_back(stream, llm, settings):
+    from agents.llm import get_breaker
+
+    settings.LLM_BREAKER_FAIL_MAX = 1
+    breaker = get_breaker()
+    breaker.open()
+    await new_session()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    chunks = await stream.send("s1", user("fix this bug"))
+    assert loop.time() - started < 3
+    assert chunks[0]["type"] == "agent_switched"
+    assert chunks[0]["metadata"]["to_agent"] == "debug"
+    assert chunks[-1]["type"] == "error"
+    assert "circuit breaker" in chunks[-1]["error"]
+    assert llm.requests == []
+
+
+async def test_it_sends_keepalives_while_the_model_is_slow(stream, llm, settings):
+    settings.KEEPALIVE_SECONDS = 0.1
+    await new_session(agent="coder")
+    llm.enqueue(fakellm.text("Slow.", first_token_delay=0.5))
+    response = await stream.post("s1", user("hi"))
+    raw = b"".join([part async for part in response.streaming_content])
+    assert raw.startswith(b": keepalive\n\n")
+    assert text_of(__import__("tests.conftest").conftest.parse_sse(raw)) == "Slow."
+
+
+async def test_a_turn_finishes_after_the_client_goes_away(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(fakellm.text("one two three four five six", delay=0.05))
+    response = await stream.post("s1", user("hi"))
+    iterator = response.streaming_content.__aiter__()
+    await iterator.__anext__()
+    await iterator.aclose()  # the client hangs up after the first chunk
+    for _ in range(100):
+        messages = await history()
+        if len(messages) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert messages[-1] == {"role": "assistant", "content": "one two three four five six"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"session_id": "s1", "type": "user_message", "content": "flat"}, 400, "flat"),
+        ({"session_id": "s1", "message": {"type": "shout"}}, 400, "unknown message type"),
+        ({"session_id": "s1", "message": "hi"}, 400, "JSON object"),
+        ({"session_id": "s1", "message": {"type": "tool_result"}}, 400, "call_id"),
+        ({"session_id": "s1", "message": {"type": "tool_result", "call_id": 5}}, 400, "string"),
+        (
+            {"session_id": "s1", "message": {"type": "tool_result", "call_id": "x", "error": 1}},
+            400,
+            "error",
+        ),
+        ({"session_id": "s1", "message": {"type": "tool_result", "call_id": "nope"}}, 404, "nope"),
+        ({"session_id": "s1", "message": {"type": "switch_agent"}}, 400, "agent_type"),
+        (
+            {"session_id": "s1", "message": {"type": "switch_agent", "agent_type": "wizard"}},
+            400,
+            "Unknown agent",
+        ),
+        (
+            {"session_id": "s1", "message": {"type": "user_message", "agent_type": "wizard"}},
+            400,
+            "Unknown agent",
+        ),
+        (
+            {"session_id": "s1", "message": {"type": "hitl_decision", "call_id": "c"}},
+            400,
+            "decision",
+        ),
+        (
+            {
+                "session_id": "s1",
+                "message": {"type": "hitl_decision", "call_id": "c", "decision": "edit"},
+            },
+            400,
+            "modified_arguments",
+        ),
+        (
+            {
+                "session_id": "s1",
+                "message": {
+                    "type": "hitl_decision",
+                    "call_id": "c",
+                    "decision": "edit",
+                    "modified_arguments": [1],
+                },
+            },
+            400,
+            "object",
+        ),
+        (
+            {
+                "session_id": "s1",
+                "message": {"type": "hitl_decision", "call_id": "c", "decision": "approve"},
+            },
+            404,
+            "no approval",
+        ),
+        ({"session_id": "ghost", "message": {"type": "user_message", "content": "x"}}, 404, ""),
+        ({"message": {"type": "user_message"}}, 400, "session_id"),
+        ({"session_id": "s1", "message": {"type": "user_message"}, "wait": "no"}, 400, "wait"),
+    ],
+)
+async def test_it_refuses_bad_messages_before_streaming(stream, llm, body, status, words):
+    await new_session(agent="coder")
+    response = await stream.raw(body)
+    assert response.status_code == status, response.content
+    assert words in response.json()["detail"]
+    assert await history() == []
+    assert llm.requests == []
+
+
+async def test_it_refuses_malformed_json_and_a_result_for_a_finished_call(stream, llm):
+    await new_session(agent="coder")
+    response = await stream.raw("{oops")
+    assert response.status_code == 400
+    assert "malformed JSON" in response.json()["detail"]
+    llm.enqueue(fakellm.tool_calls([("c1", "read_file", '{"path": "a"}')]), fakellm.text("ok"))
+    await stream.send("s1", user("read a"))
+    await stream.send("s1", result("c1"))
+    again = await stream.post("s1", result("c1"))
+    assert again.status_code == 409
+    assert "not waiting" in again.json()["detail"]
+    decided = await stream.post("s1", {"type": "hitl_decision", "call_id": "c1", "decision": "x"})
+    assert decided.status_code == 400
+
+
+async def test_it_answers_409_when_busy_and_asked_not_to_wait(stream, llm, settings):
+    settings.TURN_LOCK_WAIT_SECONDS = 0.2
+    await new_session(agent="coder")
+    assert await sync_to_async(locks.try_claim)("s1", "someone-else")
+    response = await stream.post("s1", user("hi"), wait=False)
+    assert response.status_code == 409
+    assert "busy" in response.json()["detail"]
+    waited = await stream.post("s1", user("hi"))  # waits, then gives up
+    assert waited.status_code == 409
+    assert await history() == []
+    await sync_to_async(locks.release)(locks.TurnLease("s1", "someone-else"))
+    llm.enqueue(fakellm.text("Free."))
+    assert text_of(await stream.send("s1", user("hi"))) == "Free."
+
+
+async def test_two_requests_for_one_session_never_interleave(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(
+        fakellm.text("first reply here", delay=0.03), fakellm.text("second reply here", delay=0.03)
+    )
+    one, two = await asyncio.gather(stream.send("s1", user("one")), stream.send("s1", user("two")))
+    assert {text_of(one), text_of(two)} == {"first reply here", "second reply here"}
+    roles = [m["role"] for m in await history()]
+    assert roles == ["user", "assistant", "user", "assistant"]
+
+
+async def test_switches_are_capped(stream, llm, settings):
+    settings.MAX_AGENT_SWITCHES = 1
+    await new_session()
+    await stream.send("s1", {"type": "switch_agent", "agent_type": "coder"})
+    response = await stream.post("s1", {"type": "switch_agent", "agent_type": "debug"})
+    assert response.status_code == 409
+    assert "limit" in response.json()["detail"]
+    assert await current_agent() == "coder"
+
+
+async def test_single_agent_mode_uses_the_universal_agent(stream, llm, settings):
+    settings.MULTI_AGENT_MODE = False
+    await new_session("solo")
+    llm.enqueue(fakellm.text("Universal here."))
+    chunks = await stream.send("solo", user("hello"))
+    assert [c["type"] for c in chunks if c["type"] != "assistant_message"] == []
+    assert await current_agent("solo") == "universal"
+    assert "switch_mode" not in {t["function"]["name"] for t in llm.requests[0]["tools"]}
+
+
+async def test_the_session_row_is_free_after_every_turn(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(fakellm.status(500), fakellm.status(500))
+    await stream.send("s1", user("hi"))
+    row = await sync_to_async(AgentSession.objects.get)(pk="s1")
+    assert row.turn_owner == ""
