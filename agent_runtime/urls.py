@@ -21,6 +21,12 @@ urlpatterns = [
         approvals_api.pending_approvals,
         name="pending-approvals",
     ),
+    path("sessions/<str:session_id>/cancel", stream_views.session_cancel, name="session-cancel"),
+    path(
+        "sessions/<str:session_id>/approvals/<str:call_id>/decision",
+        approvals_api.approval_decision,
+        name="approval-decision",
+    ),
     path("agents", agents_api.agents_list, name="agents"),
     path("agents/<str:session_id>/current", agents_api.agent_current, name="agent-current"),
     path("agents/<str:session_id>/switch", agents_api.agent_switch, name="agent-switch"),

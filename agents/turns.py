@@ -10,6 +10,7 @@ of the session, in any process, sees them.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 from collections.abc import Coroutine
@@ -224,14 +225,19 @@ def resume_after_decision(*, session_id: str, call_id: str) -> None:
     Inside the server (a sync view under daphne) the turn is started on the server's event
     loop and this returns at once; elsewhere (a worker, a command) it runs to the end here.
     """
-    if getattr(SyncToAsync.threadlocal, "main_event_loop", None) is not None:
-        async_to_sync(_spawn)(_resume(session_id, call_id))
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if loop is not None and loop.is_running():
+        # A fresh context: the caller's holds asgiref's per-request executor, which is gone
+        # by the time the turn needs the database.
+        loop.call_soon_threadsafe(
+            _spawn, _resume(session_id, call_id), context=contextvars.Context()
+        )
     else:
         async_to_sync(_resume)(session_id, call_id)
 
 
-async def _spawn(work: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.create_task(work)
+def _spawn(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(work)
     _background.add(task)
     task.add_done_callback(_background.discard)
     task.add_done_callback(_log_failure)

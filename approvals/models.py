@@ -84,6 +84,23 @@ class Approval(models.Model):
     def effective_arguments(self) -> dict[str, Any]:
         return self.edited_arguments if self.edited_arguments is not None else self.arguments
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": str(self.pk),
+            "session_id": self.session_id,
+            "call_id": self.call_id,
+            "tool_name": self.tool_name,
+            "arguments": self.arguments,
+            "agent": self.agent or None,
+            "reason": self.reason,
+            "status": self.status,
+            "created_at": self.created_at.isoformat(),
+            "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+            "decided_by": self.decided_by or None,
+            "edited_arguments": self.edited_arguments,
+            "feedback": self.feedback,
+        }
+
     def to_pending_dict(self) -> dict[str, Any]:
         """The [compat] entry of GET /sessions/{id}/pending-approvals."""
         return {

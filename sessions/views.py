@@ -14,7 +14,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import is_ratelimited
 
@@ -84,3 +84,15 @@ async def sse_stream(listener: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
         if chunk is None:
             return
         yield sse_frame(chunk)
+
+
+@csrf_exempt
+async def session_cancel(request: HttpRequest, session_id: str) -> HttpResponse:
+    """POST /sessions/{id}/cancel: stop the running turn, in whichever process runs it."""
+    if request.method != "POST":
+        return error_response(405, "use POST")
+    try:
+        await database_sync_to_async(session_get)(session_id=session_id)
+    except ApplicationError as exc:
+        return error_response(exc.status, exc.detail)
+    return JsonResponse({"session_id": session_id, "cancelled": await turns.cancel(session_id)})

@@ -1,0 +1,455 @@
+"""The staff approval queue, the per-approval decision page and the bulk decisions.
+
+Every decision goes through ``approvals.services.approval_decide`` (the same service the IDE,
+the REST API and the expiry job use), then ``agents.turns.resume_after_decision`` once it has
+committed, so the session's live clients see the outcome at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.text import Truncator
+from django.utils.timesince import timesince
+
+from agent_runtime.errors import ApplicationError
+from approvals.forms import DecisionForm, pretty_arguments
+from approvals.models import Approval
+from approvals.services import approval_decide
+from sessions.admin import pretty_json
+from sessions.models import Message
+
+logger = logging.getLogger(__name__)
+
+CONVERSATION_MESSAGES = 20
+MESSAGE_CHARS = 4000  # a read_file result can be huge; the page shows its head
+SUMMARY_CHARS = 80
+DONE = {"approve": "Approved", "edit": "Edited and released", "reject": "Rejected"}
+
+
+class StatusFilter(admin.SimpleListFilter):
+    """Status, with the queue (pending) as the default; "All" lifts it."""
+
+    title = "status"
+    parameter_name = "status"
+    ALL = "all"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [*Approval.Status.choices, (self.ALL, "All")]
+
+    def value(self) -> str:
+        return super().value() or Approval.Status.PENDING
+
+    def choices(self, changelist: Any) -> Any:
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == str(lookup),
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Approval]) -> QuerySet[Approval]:
+        if self.value() == self.ALL:
+            return queryset
+        return queryset.filter(status=self.value())
+
+
+def arguments_view(tool_name: str, arguments: Any) -> dict[str, Any]:
+    """How the decision page shows a call's arguments: the parts a human must read, readably."""
+    if not isinstance(arguments, dict):
+        return {"kind": "json", "json": pretty_arguments(arguments)}
+    rest = None
+    if tool_name == "write_file" and isinstance(arguments.get("path"), str):
+        others = {k: v for k, v in arguments.items() if k not in ("path", "content")}
+        rest = pretty_arguments(others) if others else None
+        content = arguments.get("content")
+        return {
+            "kind": "write_file",
+            "path": arguments["path"],
+            "content": content if isinstance(content, str) else pretty_arguments(content),
+            "rest": rest,
+        }
+    if tool_name == "execute_command" and isinstance(arguments.get("command"), str):
+        others = {k: v for k, v in arguments.items() if k not in ("command", "cwd")}
+        return {
+            "kind": "execute_command",
+            "command": arguments["command"],
+            "cwd": arguments.get("cwd"),
+            "rest": pretty_arguments(others) if others else None,
+        }
+    return {"kind": "json", "json": pretty_arguments(arguments)}
+
+
+def _call_arguments(raw: Any) -> str:
+    # OpenAI tool calls carry their arguments as a JSON string.
+    if isinstance(raw, str):
+        try:
+            return pretty_arguments(json.loads(raw))
+        except json.JSONDecodeError:
+            return raw
+    return pretty_arguments(raw)
+
+
+def conversation(approval: Approval) -> list[dict[str, Any]]:
+    """The session's last messages, oldest first, with tool calls unpacked for the template."""
+    recent = Message.objects.filter(session_id=approval.session_id).order_by("-seq")
+    rows = []
+    for message in reversed(recent[:CONVERSATION_MESSAGES]):
+        calls = []
+        for call in message.tool_calls or []:
+            if not isinstance(call, dict):
+                continue
+            function = call.get("function") or {}
+            calls.append(
+                {
+                    "id": call.get("id", ""),
+                    "name": function.get("name", "?"),
+                    "arguments": _call_arguments(function.get("arguments")),
+                    "is_this": call.get("id") == approval.call_id,
+                }
+            )
+        rows.append(
+            {
+                "seq": message.seq,
+                "role": message.role,
+                "agent": message.agent,
+                "content": Truncator(message.content).chars(MESSAGE_CHARS),
+                "tool_calls": calls,
+                "tool_call_id": message.tool_call_id,
+                "is_this": message.tool_call_id == approval.call_id,
+                "created_at": message.created_at,
+            }
+        )
+    return rows
+
+
+@admin.register(Approval)
+class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = [
+        "session_link",
+        "tool_name",
+        "agent",
+        "arguments_summary",
+        "status",
+        "created_at",
+        "age",
+        "decided_by",
+        "decide_link",
+    ]
+    list_display_links = ["tool_name"]
+    list_filter = [StatusFilter, "tool_name", "agent"]
+    search_fields = ["session__id", "call_id"]
+    search_help_text = "Search by session id or call id."
+    ordering = ["created_at", "id"]  # the queue: oldest first
+    list_per_page = 50
+    actions = ["approve_selected", "reject_selected"]
+    fieldsets = [
+        (None, {"fields": ["session", "call_id", "tool_name", "agent", "reason", "status"]}),
+        ("Arguments", {"fields": ["arguments_pretty", "edited_arguments_pretty"]}),
+        (
+            "Decision",
+            {
+                "fields": [
+                    "created_at",
+                    "decided_at",
+                    "decided_by_kind",
+                    "decided_by",
+                    "decided_by_user",
+                    "feedback",
+                ]
+            },
+        ),
+    ]
+    readonly_fields = [
+        "session",
+        "call_id",
+        "tool_name",
+        "agent",
+        "reason",
+        "status",
+        "arguments_pretty",
+        "edited_arguments_pretty",
+        "created_at",
+        "decided_at",
+        "decided_by_kind",
+        "decided_by",
+        "decided_by_user",
+        "feedback",
+    ]
+
+    # --- permissions: the admin only ever decides, through the service -----------------------
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("approvals.decide_approval")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Whoever may decide may see what they decide.
+        return super().has_view_permission(request, obj) or self.has_decide_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    # --- the queue ----------------------------------------------------------------------------
+
+    @admin.display(description="session", ordering="session_id")
+    def session_link(self, obj: Approval) -> str:
+        url = reverse(
+            "admin:agent_sessions_agentsession_change",
+            args=(quote(obj.session_id),),
+            current_app=self.admin_site.name,
+        )
+        return format_html('<a href="{}">{}</a>', url, obj.session_id)
+
+    @admin.display(description="arguments")
+    def arguments_summary(self, obj: Approval) -> str:
+        args = obj.arguments if isinstance(obj.arguments, dict) else {}
+        if obj.tool_name == "write_file" and isinstance(args.get("path"), str):
+            content = args.get("content")
+            size = len(content) if isinstance(content, str) else 0
+            return f"{args['path']} ({size} chars)"
+        if obj.tool_name == "execute_command" and isinstance(args.get("command"), str):
+            return Truncator("$ " + args["command"]).chars(SUMMARY_CHARS)
+        text = json.dumps(obj.arguments, ensure_ascii=False, separators=(",", ":"))
+        return Truncator(text).chars(SUMMARY_CHARS)
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: Approval) -> str:
+        # Pending: how long it has waited; decided: how long the decision took.
+        end = obj.decided_at or timezone.now()
+        return timesince(obj.created_at, end)
+
+    @admin.display(description="")
+    def decide_link(self, obj: Approval) -> str:
+        if not obj.is_pending:
+            return "-"
+        return format_html('<a class="decide-link" href="{}">Decide →</a>', self.decide_url(obj.pk))
+
+    def decide_url(self, pk: Any) -> str:
+        return reverse(
+            "admin:approvals_approval_decide", args=(quote(pk),), current_app=self.admin_site.name
+        )
+
+    @admin.display(description="arguments")
+    def arguments_pretty(self, obj: Approval) -> str:
+        return pretty_json(obj.arguments)
+
+    @admin.display(description="edited arguments")
+    def edited_arguments_pretty(self, obj: Approval) -> str:
+        return pretty_json(obj.edited_arguments)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        rows = Approval.objects.order_by().values("status").annotate(n=Count("id"))
+        counts = {row["status"]: row["n"] for row in rows}
+        current = request.GET.get(StatusFilter.parameter_name) or Approval.Status.PENDING
+        status_counts = [
+            {
+                "value": value,
+                "label": label,
+                "count": counts.get(value, 0),
+                "selected": current == value,
+            }
+            for value, label in Approval.Status.choices
+        ]
+        context = {
+            "title": "Approval queue",
+            "status_counts": status_counts,
+            "total_count": sum(counts.values()),
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context=context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        approval = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if approval is not None and approval.is_pending:
+            context["decide_url"] = self.decide_url(approval.pk)
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    # --- deciding -----------------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        decide = path(
+            "<path:object_id>/decide/",
+            self.admin_site.admin_view(self.decide_view),
+            name="{}_{}_decide".format(*info),
+        )
+        # Before the stock patterns: their "<path:object_id>/" would swallow it.
+        return [decide, *super().get_urls()]
+
+    def decide(
+        self,
+        request: HttpRequest,
+        approval: Approval,
+        *,
+        decision: str,
+        modified_arguments: dict[str, Any] | None = None,
+        feedback: str = "",
+    ) -> Approval:
+        """Decide one approval as the staff user, then let the session continue.
+
+        Raises ApplicationError (nothing changed) when the service refuses the decision.
+        """
+        decided = approval_decide(
+            session_id=approval.session_id,
+            call_id=approval.call_id,
+            decision=decision,
+            decided_by_kind=Approval.DeciderKind.STAFF,
+            decided_by=f"staff:{request.user.get_username()}",
+            user=request.user,  # type: ignore[arg-type]
+            modified_arguments=modified_arguments,
+            feedback=feedback,
+        )
+        self.log_change(request, decided, f"Decided: {decided.status}.")
+        # The service has committed: only now may the session move on.
+        from agents.turns import resume_after_decision
+
+        try:
+            resume_after_decision(session_id=decided.session_id, call_id=decided.call_id)
+        except ApplicationError as exc:
+            messages.warning(
+                request,
+                f"The {decided.call_id} decision is recorded, but the session did not continue "
+                f"now: {exc.detail}",
+            )
+        except Exception:
+            # The decision stands; a failed resume must not look like a failed decision.
+            logger.exception("resume after the staff decision on %s failed", decided.call_id)
+            messages.warning(
+                request,
+                f"The {decided.call_id} decision is recorded, but the session failed to "
+                "continue; see the server log.",
+            )
+        return decided
+
+    def decide_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        approval = self.get_object(request, unquote(object_id))
+        if approval is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, approval):
+            raise PermissionDenied
+        can_decide = self.has_decide_permission(request)
+        form = None
+        if request.method == "POST":
+            if not can_decide:
+                raise PermissionDenied
+            form = DecisionForm(request.POST)
+            if form.is_valid():
+                decision = form.cleaned_data["decision"]
+                try:
+                    self.decide(
+                        request,
+                        approval,
+                        decision=decision,
+                        modified_arguments=form.cleaned_data["modified_arguments"],
+                        feedback=form.cleaned_data["feedback"],
+                    )
+                except ApplicationError as exc:
+                    messages.error(request, exc.detail)
+                    approval.refresh_from_db()
+                else:
+                    messages.success(
+                        request,
+                        f"{DONE[decision]} {approval.tool_name} ({approval.call_id}) in session "
+                        f"{approval.session_id}.",
+                    )
+                    return HttpResponseRedirect(
+                        reverse(
+                            "admin:approvals_approval_changelist", current_app=self.admin_site.name
+                        )
+                    )
+        elif approval.is_pending and can_decide:
+            form = DecisionForm(initial={"arguments": pretty_arguments(approval.arguments)})
+        if not approval.is_pending:
+            form = None
+        request.current_app = self.admin_site.name
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Decide {approval.tool_name} ({approval.call_id})",
+            "original": approval,
+            "approval": approval,
+            "form": form,
+            "can_decide": can_decide,
+            "has_view_permission": True,
+            "arguments_view": arguments_view(approval.tool_name, approval.arguments),
+            "edited_view": (
+                None
+                if approval.edited_arguments is None
+                else arguments_view(approval.tool_name, approval.edited_arguments)
+            ),
+            "conversation": conversation(approval),
+            "conversation_limit": CONVERSATION_MESSAGES,
+            "age": timesince(approval.created_at, approval.decided_at or timezone.now()),
+            "session_link": self.session_link(approval),
+            "change_url": reverse(
+                "admin:approvals_approval_change",
+                args=(quote(approval.pk),),
+                current_app=self.admin_site.name,
+            ),
+            "feedback_max_chars": settings.APPROVAL_FEEDBACK_MAX_CHARS,
+        }
+        return TemplateResponse(request, "admin/approvals/approval/decide.html", context)
+
+    # --- bulk decisions -----------------------------------------------------------------------
+
+    @admin.action(permissions=["decide"], description="Approve selected tool calls")
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
+        self._decide_selected(request, queryset, decision="approve")
+
+    @admin.action(permissions=["decide"], description="Reject selected tool calls")
+    def reject_selected(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
+        self._decide_selected(request, queryset, decision="reject")
+
+    def _decide_selected(
+        self, request: HttpRequest, queryset: QuerySet[Approval], *, decision: str
+    ) -> None:
+        # The ticked rows themselves, not the filtered list: a row decided by someone else since
+        # the page loaded has left the pending queue and must be reported as skipped, not lost.
+        ticked = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if ticked and request.POST.get("select_across", "0") == "0":
+            queryset = Approval.objects.filter(pk__in=ticked)
+        done = 0
+        skipped: list[str] = []
+        for approval in queryset.order_by("created_at", "id"):
+            try:
+                self.decide(request, approval, decision=decision)
+            except ApplicationError as exc:
+                skipped.append(f"{approval.call_id}: {exc.detail}")
+            else:
+                done += 1
+        if done:
+            messages.success(request, f"{DONE[decision]} {done} tool call(s).")
+        if skipped:
+            messages.warning(
+                request,
+                f"Skipped {len(skipped)} of {done + len(skipped)} (not pending any more): "
+                + "; ".join(skipped[:10]),
+            )

@@ -1,0 +1,217 @@
+"""The session WebSocket: auth, chunks to every socket of a session, errors, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+from agents.models import AgentContext
+from approvals.models import Approval
+from approvals.services import approval_decide
+from sessions.models import AgentSession, Message
+from sessions.routing import websocket_application
+from sessions.services import session_create
+from tests import fakellm
+from tests.services import require_redis
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@sync_to_async
+def new_session(session_id: str = "w1", agent: str = "coder") -> None:
+    session_create(session_id=session_id)
+    AgentContext.objects.filter(session_id=session_id).update(current_agent=agent)
+
+
+def socket(
+    session_id: str = "w1", *, key: str | None = None, path: str = "/ws/"
+) -> WebsocketCommunicator:
+    headers = [(b"x-internal-auth", (key or settings.INTERNAL_API_KEY).encode())]
+    return WebsocketCommunicator(websocket_application, f"{path}{session_id}", headers=headers)
+
+
+async def receive_turn(ws: WebsocketCommunicator, timeout: float = 5) -> list[dict[str, Any]]:
+    chunks = []
+    while True:
+        chunk = json.loads(await ws.receive_from(timeout))
+        chunks.append(chunk)
+        if chunk["is_final"]:
+            return chunks
+
+
+def text_of(chunks: list[dict[str, Any]]) -> str:
+    return "".join(c["token"] for c in chunks if c["type"] == "assistant_message")
+
+
+@pytest.mark.parametrize("path", ["/ws/", "/api/v1/ws/"])
+async def test_it_streams_a_turn_to_the_socket(llm, path):
+    await new_session()
+    llm.enqueue(fakellm.text("Hello from the socket."))
+    ws = socket(path=path)
+    connected, _ = await ws.connect()
+    assert connected
+    await ws.send_json_to({"type": "user_message", "content": "hi"})
+    chunks = await receive_turn(ws)
+    assert text_of(chunks) == "Hello from the socket."
+    assert chunks[-1]["type"] == "assistant_message" and chunks[-1]["is_final"] is True
+    await ws.disconnect()
+
+
+async def test_every_socket_of_a_session_sees_the_chunks(llm):
+    await new_session()
+    llm.enqueue(fakellm.tool_calls([("c1", "read_file", '{"path": "a.py"}')]))
+    sender, watcher = socket(), socket()
+    assert (await sender.connect())[0] and (await watcher.connect())[0]
+    await sender.send_json_to({"type": "user_message", "content": "read a.py"})
+    for ws in (sender, watcher):
+        chunks = await receive_turn(ws)
+        assert chunks[-1]["type"] == "tool_call" and chunks[-1]["call_id"] == "c1"
+    await sender.disconnect()
+    await watcher.disconnect()
+
+
+async def test_a_bad_frame_gets_an_error_only_on_its_socket(llm):
+    await new_session()
+    sender, watcher = socket(), socket()
+    await sender.connect()
+    await watcher.connect()
+    for frame in [
+        {"type": "shout"},
+        {"type": "tool_result"},
+        {"type": "tool_result", "call_id": "x"},
+    ]:
+        await sender.send_json_to(frame)
+        error = json.loads(await sender.receive_from(5))
+        assert error["type"] == "error" and error["is_final"] is True
+        assert error["content"] == error["error"]
+    await sender.send_to(text_data="{not json")
+    assert "malformed JSON" in json.loads(await sender.receive_from(5))["error"]
+    assert await watcher.receive_nothing(0.2)
+    await sender.disconnect()
+    await watcher.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("session_id", "key", "code"),
+    [("w1", "wrong", 4401), ("missing", None, 4404)],
+)
+async def test_it_refuses_bad_connections(llm, session_id, key, code):
+    await new_session()
+    ws = socket(session_id, key=key)
+    connected, close_code = await ws.connect()
+    assert not connected
+    assert close_code == code
+
+
+async def test_it_refuses_a_staff_cookie_without_an_origin(llm):
+    from channels.testing import WebsocketCommunicator as Communicator
+
+    await new_session()
+    ws = Communicator(websocket_application, "/ws/w1")  # no key, no cookie, no origin
+    connected, code = await ws.connect()
+    assert not connected and code == 4401
+
+
+async def test_cancel_stops_the_running_turn(llm):
+    await new_session()
+    llm.enqueue(fakellm.text("one two three four five six seven eight nine", delay=0.2))
+    ws = socket()
+    await ws.connect()
+    await ws.send_json_to({"type": "user_message", "content": "hi"})
+    first = json.loads(await ws.receive_from(5))
+    assert first["type"] == "assistant_message"
+    await ws.send_json_to({"type": "cancel"})
+    rest = await receive_turn(ws)
+    assert rest[-1]["type"] == "error" and "cancelled" in rest[-1]["error"]
+    await asyncio.sleep(0.1)
+    row = await sync_to_async(AgentSession.objects.get)(pk="w1")
+    assert row.turn_owner == ""
+    roles = await sync_to_async(list)(
+        Message.objects.filter(session_id="w1").values_list("role", flat=True)
+    )
+    assert roles[0] == "user"  # what streamed before the cancel is kept (or nothing)
+    await ws.send_json_to({"type": "cancel"})
+    assert "No turn" in json.loads(await ws.receive_from(5))["error"]
+    await ws.disconnect()
+
+
+def decide_like_the_admin(*, decision: str, **kwargs: Any) -> None:
+    """What the staff console does, from a sync thread: decide, then resume the session."""
+    from agents.turns import resume_after_decision
+
+    approval_decide(
+        session_id="w1",
+        call_id="e1",
+        decision=decision,
+        decided_by_kind=Approval.DeciderKind.STAFF,
+        decided_by="staff:alice",
+        **kwargs,
+    )
+    resume_after_decision(session_id="w1", call_id="e1")
+
+
+@pytest.mark.parametrize("decision", ["approve", "edit", "reject"])
+async def test_a_staff_decision_reaches_the_connected_socket(llm, decision):
+    await new_session()
+    llm.enqueue(
+        fakellm.tool_calls([("e1", "execute_command", '{"command": "make deploy"}')]),
+        fakellm.text("Alright, I will not deploy."),
+    )
+    ws = socket()
+    await ws.connect()
+    await ws.send_json_to({"type": "user_message", "content": "deploy"})
+    asked = await receive_turn(ws)
+    assert asked[-1]["requires_approval"] is True
+    edited = {"command": "make deploy-staging"}
+    extra = {"modified_arguments": edited} if decision == "edit" else {}
+    await sync_to_async(decide_like_the_admin)(decision=decision, feedback="not today", **extra)
+    chunks = await receive_turn(ws)
+    if decision == "reject":
+        assert text_of(chunks) == "Alright, I will not deploy."
+        content = await sync_to_async(
+            lambda: Message.objects.filter(session_id="w1", role="tool").get().content
+        )()
+        assert content == "The execute_command call was rejected by staff:alice: not today"
+    else:
+        (call,) = chunks
+        assert call["type"] == "tool_call" and call["call_id"] == "e1"
+        assert call["requires_approval"] is False
+        assert call["arguments"] == (edited if decision == "edit" else {"command": "make deploy"})
+    await ws.disconnect()
+
+
+@pytest.fixture
+def redis_layer(settings: Any) -> Any:
+    url = require_redis()
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [url], "prefix": "agent-runtime-test"},
+        }
+    }
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+async def test_it_works_over_the_redis_channel_layer(llm, redis_layer):
+    from channels_redis.core import RedisChannelLayer
+
+    assert isinstance(channel_layers["default"], RedisChannelLayer)
+    await new_session()
+    llm.enqueue(fakellm.text("Through Redis."))
+    sender, watcher = socket(), socket()
+    await sender.connect()
+    await watcher.connect()
+    await sender.send_json_to({"type": "user_message", "content": "hi"})
+    for ws in (sender, watcher):
+        assert text_of(await receive_turn(ws)) == "Through Redis."
+    await sender.disconnect()
+    await watcher.disconnect()
