@@ -565,3 +565,26 @@ async def test_the_session_row_is_free_after_every_turn(stream, llm):
     await stream.send("s1", user("hi"))
     row = await sync_to_async(AgentSession.objects.get)(pk="s1")
     assert row.turn_owner == ""
+
+
+async def test_it_rate_limits_per_session(stream, llm, settings):
+    settings.RATE_LIMIT_MESSAGES = "2/m"
+    await new_session(agent="coder")
+    await new_session("other", agent="coder")
+    for _ in range(2):
+        await stream.send("s1", user("hi"))
+    limited = await stream.post("s1", user("hi"))
+    assert limited.status_code == 429
+    assert limited["Retry-After"] == "60"
+    assert "rate limit" in limited.json()["detail"]
+    assert len(await history()) == 4  # the refused message was not stored
+    await stream.send("other", user("hi"))  # other sessions are unaffected
+
+
+async def test_it_refuses_an_oversized_stream_body(stream, llm, settings):
+    settings.MAX_REQUEST_BYTES = 4096
+    await new_session(agent="coder")
+    response = await stream.post("s1", user("x" * 10_000))
+    assert response.status_code == 413
+    assert "too large" in response.json()["detail"]
+    assert await history() == []
