@@ -25,13 +25,15 @@ run: venv
 	  $(PY) manage.py qcluster & \
 	  $(VENV)/bin/daphne -b $(HOST) -p $(PORT) agent_runtime.asgi:application
 
-# The whole suite: a SQLite pass, then a PostgreSQL pass when PostgreSQL is there (always in CI).
+# The whole suite: a SQLite pass, then the database tests again on PostgreSQL when it is there
+# (always in CI). End-to-end tests choose their own databases, so they run once.
 test: venv
+	@bash tests/browser/setup.sh
 	@$(PY) -m tests.services check
 	$(PY) -m pytest -q
 	@if $(PY) -m tests.services postgres-wanted; then \
 	  echo "--- PostgreSQL pass ---"; \
-	  DATABASE_URL=$$($(PY) -m tests.services postgres-url) $(PY) -m pytest -q -m "not browser and not sqlite_only"; \
+	  DATABASE_URL=$$($(PY) -m tests.services postgres-url) $(PY) -m pytest -q -m "not e2e and not browser"; \
 	fi
 
 lint: venv
