@@ -48,17 +48,19 @@ def event_metrics() -> dict[str, Any]:
     for row in AgentSwitch.objects.values("from_agent", "to_agent").annotate(n=Count("id")):
         switches[f"{row['from_agent']}_to_{row['to_agent']}"] = row["n"]
 
+    # One row per model call of a turn: the agents' processing counters.
     processing: dict[str, dict[str, int]] = {}
-    for event in AuditEvent.objects.filter(event_type=AuditEvent.Type.AGENT_PROCESSED).values(
-        "agent", "data"
-    ):
-        entry = processing.setdefault(
-            event["agent"],
-            {"count": 0, "total_duration_ms": 0, "success_count": 0, "failure_count": 0},
+    for row in (
+        LLMRequest.objects.filter(purpose="turn")
+        .values("agent")
+        .annotate(
+            count=Count("id"),
+            total_duration_ms=Sum("duration_ms"),
+            success_count=Count("id", filter=Q(success=True)),
+            failure_count=Count("id", filter=Q(success=False)),
         )
-        entry["count"] += 1
-        entry["total_duration_ms"] += int(event["data"].get("duration_ms", 0))
-        entry["success_count" if event["data"].get("success") else "failure_count"] += 1
+    ):
+        processing[row.pop("agent")] = row
 
     tools: dict[str, dict[str, int]] = {}
     for row in ToolCall.objects.values("tool_name").annotate(
@@ -85,12 +87,14 @@ def event_metrics() -> dict[str, Any]:
         entry[decided[row["status"]]] += row["n"]
 
     errors: dict[str, dict[str, int]] = {}
-    for event in AuditEvent.objects.filter(event_type=AuditEvent.Type.ERROR).values(
-        "agent", "data"
+    for row in (
+        AuditEvent.objects.filter(event_type=AuditEvent.Type.ERROR)
+        .values("agent", "data__error_type")
+        .annotate(n=Count("id"))
     ):
-        per_agent = errors.setdefault(event["agent"] or "runtime", {})
-        kind = str(event["data"].get("error_type", "Error"))
-        per_agent[kind] = per_agent.get(kind, 0) + 1
+        per_agent = errors.setdefault(row["agent"] or "runtime", {})
+        kind = str(row["data__error_type"] or "Error")
+        per_agent[kind] = per_agent.get(kind, 0) + row["n"]
 
     llm = LLMRequest.objects.aggregate(
         n=Count("id"),

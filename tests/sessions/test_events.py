@@ -24,12 +24,10 @@ def test_it_serves_empty_metrics_with_the_compat_shape(api):
 def test_it_counts_what_is_persisted(api, make_session):
     session = make_session("m")
     api.post("/agents/m/switch", {"target_agent": "coder"}, format="json")
-    audit_record(
-        event_type="agent_processed", session_id="m", agent="coder", duration_ms=12, success=True
-    )
-    audit_record(
-        event_type="agent_processed", session_id="m", agent="coder", duration_ms=8, success=False
-    )
+    LLMRequest.objects.create(session_id="m", agent="coder", duration_ms=12)
+    LLMRequest.objects.create(session_id="m", agent="coder", duration_ms=8, success=False)
+    LLMRequest.objects.create(session_id="m", agent="orchestrator", purpose="classify")
+    audit_record(event_type="error", session_id="m", agent="coder", error_type="LLMTimeout")
     audit_record(event_type="error", session_id="m", agent="coder", error_type="LLMTimeout")
     ToolCall.objects.create(
         session=session, call_id="c1", tool_name="read_file", status="completed"
@@ -52,7 +50,8 @@ def test_it_counts_what_is_persisted(api, make_session):
     }  # fmt: skip
     assert metrics["tool_executions"]["write_file"]["requires_approval"] == 1
     assert metrics["hitl_decisions"] == {"write_file": {"approve": 0, "edit": 1, "reject": 0}}
-    assert metrics["errors"] == {"coder": {"LLMTimeout": 1}}
+    assert metrics["errors"] == {"coder": {"LLMTimeout": 2}}
+    assert "orchestrator" not in metrics["agent_processing"]  # routing is not a turn
 
 
 def test_it_filters_the_audit_log(api, make_session):
