@@ -4,7 +4,9 @@ The lease lives on the session row (``turn_owner``, ``turn_expires_at``) and is 
 conditional UPDATE, so it works the same on SQLite and PostgreSQL and holds no transaction open
 while the model talks. A running turn renews it on a heartbeat; a crashed process's lease simply
 expires. Cancelling a turn from anywhere revokes the lease, and the heartbeat of the turn that
-lost it stops that turn.
+lost it stops that turn. A revoked lease stays on the row as a tombstone (``revoked:<token>``)
+until that turn has stopped and released it (or the lease expires, if its process died), so a
+turn waiting behind it never runs while the cancelled one is still writing.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from datetime import timedelta
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from agent_runtime.errors import Conflict
 from sessions.models import AgentSession
 
 POLL_SECONDS = 0.05
+REVOKED = "revoked:"  # prefix of a cancelled turn's lease until that turn releases it
 
 
 @dataclass(frozen=True)
@@ -57,17 +61,24 @@ def renew(lease: TurnLease) -> bool:
 
 
 def release(lease: TurnLease) -> None:
-    AgentSession.objects.filter(pk=lease.session_id, turn_owner=lease.token).update(
-        turn_owner="", turn_expires_at=None
-    )
+    """Free the session, also when the lease was revoked (the cancelled turn has now stopped)."""
+    AgentSession.objects.filter(
+        pk=lease.session_id, turn_owner__in=(lease.token, REVOKED + lease.token)
+    ).update(turn_owner="", turn_expires_at=None)
 
 
 def revoke(session_id: str) -> bool:
-    """Take the lease away from whoever holds it; True if a turn was running."""
+    """Take the lease away from whoever holds it; True if a turn was running.
+
+    The holder's renewals fail from now on, so its heartbeat stops it; the session stays busy
+    (a tombstone keeps the expiry) until that turn releases it, so a turn queued behind starts
+    only once the cancelled one has recorded what it streamed.
+    """
     return (
         AgentSession.objects.filter(pk=session_id)
         .exclude(turn_owner="")
-        .update(turn_owner="", turn_expires_at=None)
+        .exclude(turn_owner__startswith=REVOKED)
+        .update(turn_owner=Concat(Value(REVOKED), F("turn_owner")))
         == 1
     )
 
