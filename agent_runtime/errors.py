@@ -17,9 +17,12 @@ class ApplicationError(Exception):
 
     status = 400
 
-    def __init__(self, detail: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, detail: str, *, status: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or {}
         if status is not None:
             self.status = status
 
@@ -33,6 +36,7 @@ class Conflict(ApplicationError):
 
 
 def error_response(status: int, detail: str, **headers: str) -> JsonResponse:
+    """``{"detail": ...}``; header names may use ``_`` for ``-`` (``Retry_After``)."""
     response = JsonResponse({"detail": detail}, status=status)
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
@@ -55,7 +59,7 @@ def _flatten(detail: Any) -> str:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's EXCEPTION_HANDLER: every error becomes ``{"detail": "<english>"}``."""
     if isinstance(exc, ApplicationError):
-        return Response({"detail": exc.detail}, status=exc.status)
+        return Response({"detail": exc.detail}, status=exc.status, headers=exc.headers)
     if isinstance(exc, Http404):
         return Response({"detail": str(exc) or "Not found."}, status=404)
     if isinstance(exc, Ratelimited):

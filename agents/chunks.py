@@ -74,9 +74,27 @@ def dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
+# Text deltas are most of the traffic and differ only in their text: splice it into a frame
+# encoded once. The result is byte for byte what dumps() gives for the same chunk.
+_DELTA_HEAD = 'data: {"type":"assistant_message","content":'
+_DELTA_TAIL = (
+    ',"is_final":false,"call_id":null,"tool_name":null,"arguments":null,'
+    '"requires_approval":false,"error":null,"metadata":null}\n\n'
+)
+
+
 def sse_frame(data: dict[str, Any], *, event_id: int | None = None) -> bytes:
     """``data: <compact JSON>\\n\\n`` (with an ``id:`` line the Gateway ignores, for resume)."""
     prefix = f"id: {event_id}\n" if event_id is not None else ""
+    if (
+        data["type"] == "assistant_message"
+        and data["is_final"] is False
+        and data["metadata"] is None
+        and data["token"] == data["content"]
+        and isinstance(data["token"], str)
+    ):
+        text = json.dumps(data["token"], ensure_ascii=False)
+        return f'{prefix}{_DELTA_HEAD}{text},"token":{text}{_DELTA_TAIL}'.encode()
     return f"{prefix}data: {dumps(data)}\n\n".encode()
 
 

@@ -53,16 +53,23 @@ class Turn:
             logger.exception("turn failed for session %s", self.session_id)
             await self.emit(error_chunk("The runtime failed while running this turn."))
 
-    async def user_message(self, *, content: str, agent_type: str | None) -> None:
-        """The user's message is stored; route it if needed, then let the agent answer."""
-        agent, history = await db(services.turn_llm_input)(session_id=self.session_id)
-        if agent_type and agent_type != agent:
-            await self.switch(agent_type, reason="requested by the client", confidence=None)
-        elif agent == "orchestrator":
-            text = content or _last_user_text(history)
-            route = await self.classify(text)
+    async def user_message(
+        self,
+        *,
+        content: str,
+        agent: str,
+        history: list[dict[str, Any]],
+        switched: dict[str, Any] | None,
+    ) -> None:
+        """The user's message is stored (and ``history`` loaded with it); route it if needed,
+        then let the agent answer."""
+        if switched is not None:
+            await self.emit(switched)
+        if agent == "orchestrator":
+            route = await self.classify(content or _last_user_text(history))
             await self.switch(route.agent, reason=route.reasoning, confidence=route.confidence)
-        await self.agent_loop()
+            agent = route.agent
+        await self.agent_loop(preloaded=(agent, history))
 
     async def advance(self) -> None:
         """Send the next queued call; when none is left, the model takes the next step."""
@@ -94,7 +101,7 @@ class Turn:
                 )
             )
 
-    async def agent_loop(self) -> None:
+    async def agent_loop(self, preloaded: tuple[str, list[dict[str, Any]]] | None = None) -> None:
         while True:
             if self.rounds >= settings.MAX_LLM_ROUNDS_PER_REQUEST:
                 await self.emit(
@@ -105,7 +112,8 @@ class Turn:
                 )
                 return
             self.rounds += 1
-            completion = await self.call_model()
+            completion = await self.call_model(preloaded)
+            preloaded = None
             if completion is None:
                 return
             if not completion.tool_calls:
@@ -125,8 +133,12 @@ class Turn:
                 if step.ends_turn:
                     return True
 
-    async def call_model(self) -> Completion | None:
-        agent, history = await db(services.turn_llm_input)(session_id=self.session_id)
+    async def call_model(
+        self, preloaded: tuple[str, list[dict[str, Any]]] | None = None
+    ) -> Completion | None:
+        if preloaded is None:
+            preloaded = await db(services.turn_llm_input)(session_id=self.session_id)
+        agent, history = preloaded
         spec = get_agent(agent)
         messages = [{"role": "system", "content": spec.prompt}, *history]
         tools = tool_specs(spec.tools) or None

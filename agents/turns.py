@@ -13,12 +13,12 @@ import asyncio
 import contextvars
 import hashlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
 from agent_runtime.errors import ApplicationError
@@ -54,6 +54,10 @@ class Delivery:
         self.group = group_name(session_id)
         self.listener = listener
         self.layer = get_channel_layer()
+        # The in-memory layer can tell that no socket listens; then there is nothing to send.
+        self.local_groups: dict[str, Any] | None = (
+            self.layer.groups if isinstance(self.layer, InMemoryChannelLayer) else None
+        )
         self.pending: list[dict[str, Any]] = []
         self.wakeup = asyncio.Event()
         self.closed = False
@@ -62,6 +66,8 @@ class Delivery:
     async def emit(self, chunk: dict[str, Any]) -> None:
         if self.listener is not None:
             self.listener.put_nowait(chunk)
+        if self.local_groups is not None and not self.local_groups.get(self.group):
+            return
         self.pending.append(chunk)
         self.wakeup.set()
 
@@ -80,10 +86,14 @@ class Delivery:
             if self.closed and not self.pending:
                 return
 
-    async def close(self) -> None:
+    async def flush(self) -> None:
+        """Wait until every chunk has gone to the group."""
         self.closed = True
         self.wakeup.set()
         await self.sender
+
+    def finish(self) -> None:
+        """Tell the caller's stream that the turn is over."""
         if self.listener is not None:
             self.listener.put_nowait(None)
 
@@ -114,7 +124,26 @@ def accept(session_id: str, message: ClientMessage) -> tuple[str, dict[str, Any]
             except UnknownAgent as exc:
                 raise ApplicationError(str(exc)) from None
         services.user_message_accept(session_id=session_id, content=message.content)
-        return "user_message", {"content": message.content, "agent_type": message.agent_type}
+        switched = None
+        if message.agent_type:
+            _, switch = services.agent_switch(
+                session=session_id, to_agent=message.agent_type, reason="requested by the client"
+            )
+            switched = switch and switched_chunk(
+                from_agent=switch.from_agent,
+                to_agent=switch.to_agent,
+                reason=switch.reason,
+                confidence=switch.confidence,
+                is_final=False,
+            )
+        # Loaded here, in the same database call, so the model is asked without another trip.
+        agent, history = services.turn_llm_input(session_id=session_id)
+        return "user_message", {
+            "content": message.content,
+            "agent": agent,
+            "history": history,
+            "switched": switched,
+        }
     if message.type == "tool_result":
         services.tool_result_accept(
             session_id=session_id,
@@ -159,14 +188,22 @@ async def submit(
     *,
     wait: bool = True,
     listener: asyncio.Queue[Any] | None = None,
+    precheck: Callable[[], None] | None = None,
 ) -> asyncio.Task[None]:
-    """Start a turn; raises ApplicationError (4xx) before anything is streamed."""
-    lease = await locks.acquire(session_id, wait=wait)
-    try:
-        kind, params = await db(accept)(session_id, message)
-    except BaseException:
-        await db(locks.release)(lease)
-        raise
+    """Start a turn; raises ApplicationError (4xx) before anything is streamed.
+
+    ``precheck`` (a rate limit, say) runs once, in the same database call as the first claim.
+    """
+    checks = [precheck]
+
+    def claimed() -> tuple[str, dict[str, Any]]:
+        if checks and (check := checks.pop()) is not None:
+            check()
+        return accept(session_id, message)
+
+    lease, plan = await locks.acquire(session_id, wait=wait, then=claimed)
+    assert plan is not None
+    kind, params = plan
     task = asyncio.create_task(_run(lease, kind, params, listener))
     _running[session_id] = task
     return task
@@ -189,8 +226,11 @@ async def _run(
         await turn.guarded(work)
     finally:
         heartbeat.cancel()
-        await delivery.close()
+        await delivery.flush()
+        # Free the session before the caller's stream ends, so a client that answers at once
+        # (a tool_result right after its tool_call) never finds the session still busy.
         await db(locks.release)(lease)
+        delivery.finish()
         if _running.get(lease.session_id) is this:
             del _running[lease.session_id]
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -22,10 +24,12 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from agent_runtime.errors import Conflict
+from agent_runtime.errors import Conflict, NotFound
 from sessions.models import AgentSession
 
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.01
+MAX_POLL_SECONDS = 0.1
+T = TypeVar("T")
 REVOKED = "revoked:"  # prefix of a cancelled turn's lease until that turn releases it
 
 
@@ -43,7 +47,8 @@ def try_claim(session_id: str, token: str) -> bool:
     now = timezone.now()
     free = Q(turn_owner="") | Q(turn_expires_at__lt=now) | Q(turn_expires_at__isnull=True)
     return (
-        AgentSession.objects.filter(pk=session_id)
+        AgentSession.objects.live()
+        .filter(pk=session_id)
         .filter(free)
         .update(turn_owner=token, turn_expires_at=now + _ttl())
         == 1
@@ -83,17 +88,44 @@ def revoke(session_id: str) -> bool:
     )
 
 
-async def acquire(session_id: str, *, wait: bool) -> TurnLease:
-    """Claim the session's turn, waiting up to TURN_LOCK_WAIT_SECONDS unless ``wait`` is off."""
+_BUSY = object()
+
+
+def _claim_then(session_id: str, token: str, then: Callable[[], T] | None) -> Any:
+    """One database round trip: claim the lease and, if that worked, run ``then`` under it."""
+    if not try_claim(session_id, token):
+        if not AgentSession.objects.live().filter(pk=session_id).exists():
+            raise NotFound(f"session {session_id!r} not found")
+        return _BUSY
+    if then is None:
+        return None
+    try:
+        return then()
+    except BaseException:
+        release(TurnLease(session_id=session_id, token=token))
+        raise
+
+
+async def acquire(
+    session_id: str, *, wait: bool, then: Callable[[], T] | None = None
+) -> tuple[TurnLease, T | None]:
+    """Claim the session's turn, waiting up to TURN_LOCK_WAIT_SECONDS unless ``wait`` is off.
+
+    ``then`` runs in the same database call once the lease is held (it is released again if
+    ``then`` raises), so the common case costs one round trip.
+    """
     token = uuid.uuid4().hex
-    claim = database_sync_to_async(try_claim)
-    deadline = asyncio.get_running_loop().time() + settings.TURN_LOCK_WAIT_SECONDS
-    while not await claim(session_id, token):
-        if not wait or asyncio.get_running_loop().time() >= deadline:
+    claim = database_sync_to_async(_claim_then)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.TURN_LOCK_WAIT_SECONDS
+    delay = POLL_SECONDS
+    while (result := await claim(session_id, token, then)) is _BUSY:
+        if not wait or loop.time() >= deadline:
             raise Conflict(
                 "this session is busy with another turn; retry when it finishes"
                 + ("" if wait else " (or send wait=true to queue behind it)")
                 + "."
             )
-        await asyncio.sleep(POLL_SECONDS)
-    return TurnLease(session_id=session_id, token=token)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, MAX_POLL_SECONDS)
+    return TurnLease(session_id=session_id, token=token), result

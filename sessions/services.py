@@ -26,10 +26,15 @@ def validate_session_id(session_id: str) -> str:
     return session_id
 
 
-def session_get(*, session_id: str) -> AgentSession:
-    """The live session with this id, with its agent context; 404 otherwise."""
+def validate_session_id_or_404(session_id: str) -> None:
+    """An id that cannot exist is simply not found."""
     if not isinstance(session_id, str) or not SESSION_ID_RE.fullmatch(session_id):
         raise NotFound(f"session {session_id!r} not found")
+
+
+def session_get(*, session_id: str) -> AgentSession:
+    """The live session with this id, with its agent context; 404 otherwise."""
+    validate_session_id_or_404(session_id)
     try:
         return AgentSession.objects.live().select_related("agent_context").get(pk=session_id)
     except AgentSession.DoesNotExist:

@@ -22,17 +22,21 @@ from agent_runtime.errors import ApplicationError, error_response
 from agents import turns
 from agents.chunks import KEEPALIVE_FRAME, sse_frame
 from agents.messages import parse_request
-from sessions.services import session_get
+from sessions.services import session_get, validate_session_id_or_404
 
 
-def _rate_limited(request: HttpRequest, session_id: str) -> bool:
-    return is_ratelimited(
+def _rate_limit(request: HttpRequest, session_id: str) -> None:
+    """Stream requests per session (django-ratelimit's counters live in the shared cache)."""
+    if settings.RATELIMIT_ENABLE and is_ratelimited(
         request,
         group="message-stream",
         key=lambda group, req: session_id,
         rate=settings.RATE_LIMIT_MESSAGES,
         increment=True,
-    )
+    ):
+        raise ApplicationError(
+            "rate limit exceeded for this session", status=429, headers={"Retry-After": "60"}
+        )
 
 
 def _read_json(request: HttpRequest) -> Any:
@@ -55,15 +59,17 @@ async def message_stream(request: HttpRequest) -> HttpResponse:
         return error_response(405, "use POST")
     try:
         session_id, message, wait = parse_request(_read_json(request))
-        await database_sync_to_async(session_get)(session_id=session_id)
-        if settings.RATELIMIT_ENABLE and await database_sync_to_async(_rate_limited)(
-            request, session_id
-        ):
-            return error_response(429, "rate limit exceeded for this session", Retry_After="60")
+        validate_session_id_or_404(session_id)
         listener: asyncio.Queue[Any] = asyncio.Queue()
-        await turns.submit(session_id, message, wait=wait, listener=listener)
+        await turns.submit(
+            session_id,
+            message,
+            wait=wait,
+            listener=listener,
+            precheck=lambda: _rate_limit(request, session_id),
+        )
     except ApplicationError as exc:
-        return error_response(exc.status, exc.detail)
+        return error_response(exc.status, exc.detail, **exc.headers)
     response = StreamingHttpResponse(sse_stream(listener), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -71,19 +77,31 @@ async def message_stream(request: HttpRequest) -> HttpResponse:
 
 
 async def sse_stream(listener: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
-    """Frames from the turn's queue, with a keepalive comment whenever it is quiet."""
+    """Frames from the turn's queue, with a keepalive comment whenever it is quiet.
+
+    Whatever is already queued goes out in one write: one wake-up per burst, not per token,
+    and never a wait for more.
+    """
     while True:
-        try:
-            chunk = listener.get_nowait()
-        except asyncio.QueueEmpty:
+        if listener.empty():
             try:
-                chunk = await asyncio.wait_for(listener.get(), settings.KEEPALIVE_SECONDS)
+                async with asyncio.timeout(settings.KEEPALIVE_SECONDS):
+                    chunk = await listener.get()
             except TimeoutError:
                 yield KEEPALIVE_FRAME
                 continue
+        else:
+            chunk = listener.get_nowait()
+        frames = []
+        while chunk is not None:
+            frames.append(sse_frame(chunk))
+            if listener.empty():
+                break
+            chunk = listener.get_nowait()
+        if frames:
+            yield b"".join(frames)
         if chunk is None:
             return
-        yield sse_frame(chunk)
 
 
 @csrf_exempt
