@@ -211,6 +211,53 @@ class _SSEDecoder:
         return "\n".join(self._data) if self._data else None
 
 
+class _IdleWatch:
+    """The idle timeout of one stream: one timer, not a timeout context per chunk.
+
+    A stream of 2,000 deltas would otherwise enter and leave 2,000 timeout contexts. The timer
+    cancels the reading task only while a read is pending and has waited ``limit`` seconds; time
+    the caller spends between reads never counts.
+    """
+
+    def __init__(self, limit: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.limit = limit
+        self.task: asyncio.Task[Any] | None = None
+        self.reading_since: float | None = None
+        self.handle: asyncio.TimerHandle | None = None
+        self.fired = False
+
+    def start_read(self) -> None:
+        self.task = asyncio.current_task()
+        self.reading_since = self.loop.time()
+        if self.handle is None:
+            self.handle = self.loop.call_at(self.reading_since + self.limit, self._check)
+
+    def end_read(self) -> None:
+        self.reading_since = None
+
+    def _check(self) -> None:
+        self.handle = None
+        if self.reading_since is None or self.task is None:
+            return  # not reading now: the next read arms the timer again
+        due = self.reading_since + self.limit
+        if self.loop.time() >= due:
+            self.fired = True
+            self.task.cancel()
+        else:
+            self.handle = self.loop.call_at(due, self._check)
+
+    def absorb(self) -> None:
+        """The cancellation was ours, not the caller's: take it back before raising."""
+        if self.task is not None:
+            self.task.uncancel()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
 @dataclass
 class _PartialCall:
     id: str = ""
@@ -603,12 +650,15 @@ class OpenAIClient(LLMProvider):
         # The first-byte deadline covers connecting, the response headers and the first event.
         deadline = loop.time() + self.first_byte_timeout
         response = await self._send(payload, deadline)
+        watch = _IdleWatch(self.idle_timeout)
         try:
             chunks = response.aiter_bytes()
             content_type = response.headers.get("content-type", "")
             if content_type.split(";")[0].strip().lower() == "application/json":
                 body = bytearray()
-                while (chunk := await self._read(chunks, None if body else deadline)) is not None:
+                while (
+                    chunk := await self._read(chunks, None if body else deadline, watch)
+                ) is not None:
                     body += chunk
                     if len(body) > MAX_JSON_BODY_BYTES:
                         raise LLMProtocolError("The LLM's reply is too large.")
@@ -621,7 +671,7 @@ class OpenAIClient(LLMProvider):
             decoder, state = _SSEDecoder(), _StreamState()
             while not state.done:
                 try:
-                    chunk = await self._read(chunks, deadline if not state.events else None)
+                    chunk = await self._read(chunks, deadline if not state.events else None, watch)
                 except (LLMProtocolError, LLMTimeout):
                     if state.finish_reason:  # the reply is complete; only [DONE]/usage is lost
                         break
@@ -645,26 +695,38 @@ class OpenAIClient(LLMProvider):
                 await _drain(chunks)
             yield state.completion()
         finally:
+            watch.close()
             with contextlib.suppress(Exception):
                 await response.aclose()
 
-    async def _read(self, chunks: AsyncIterator[bytes], deadline: float | None) -> bytes | None:
+    async def _read(
+        self, chunks: AsyncIterator[bytes], deadline: float | None, watch: _IdleWatch
+    ) -> bytes | None:
         """The next body chunk (None at the end) within the first-byte deadline or idle timeout."""
-        loop = asyncio.get_running_loop()
-        when = deadline if deadline is not None else loop.time() + self.idle_timeout
-        try:
-            async with asyncio.timeout_at(when):
-                return await anext(chunks, None)
-        except httpx.HTTPError as exc:  # the connection dropped mid-body
-            raise LLMProtocolError(ENDED_EARLY_MESSAGE) from exc
-        except TimeoutError:
-            if deadline is not None:
+        if deadline is not None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await anext(chunks, None)
+            except httpx.HTTPError as exc:  # the connection dropped mid-body
+                raise LLMProtocolError(ENDED_EARLY_MESSAGE) from exc
+            except TimeoutError:
                 raise LLMTimeout(
                     f"The LLM did not start answering within {self.first_byte_timeout:g} s."
                 ) from None
+        watch.start_read()
+        try:
+            return await anext(chunks, None)
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise
+            watch.absorb()
             raise LLMTimeout(
                 f"The LLM stream stalled for more than {self.idle_timeout:g} s."
             ) from None
+        except httpx.HTTPError as exc:  # the connection dropped mid-body
+            raise LLMProtocolError(ENDED_EARLY_MESSAGE) from exc
+        finally:
+            watch.end_read()
 
     async def _send(self, payload: dict[str, Any], deadline: float) -> httpx.Response:
         """POST the request; return the 200 response with its body still unread."""

@@ -347,6 +347,18 @@ async def test_it_times_out_a_stalled_stream(fake: FakeLLM, make_client: MakeCli
     assert texts(events) == ["one "]
 
 
+async def test_time_spent_between_reads_is_not_idle_time(
+    fake: FakeLLM, make_client: MakeClient
+) -> None:
+    fake.enqueue(fakellm.text("one two three four"))
+    events: list[StreamEvent] = []
+    async for event in make_client(idle_timeout=0.2).stream_chat(messages=MESSAGES):
+        events.append(event)
+        await asyncio.sleep(0.3)  # a slow caller, not a slow model
+    assert texts(events) == ["one ", "two ", "three ", "four"]
+    assert asyncio.current_task().cancelling() == 0  # nothing left cancelled behind us
+
+
 async def test_it_retries_connection_failures(make_client: MakeClient) -> None:
     breaker = pybreaker.CircuitBreaker(fail_max=10)
     client = make_client(base_url=f"http://127.0.0.1:{closed_port()}", breaker=breaker)
