@@ -130,3 +130,14 @@ class StreamClient:
 @pytest.fixture
 def stream() -> StreamClient:
     return StreamClient()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_connections_of_the_sync_thread(django_db_setup: Any) -> Iterator[None]:
+    """database_sync_to_async runs on asgiref's shared sync thread, whose persistent
+    connection would otherwise keep PostgreSQL from dropping the test database."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
