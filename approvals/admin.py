@@ -138,16 +138,18 @@ def conversation(approval: Approval) -> list[dict[str, Any]]:
 
 @admin.register(Approval)
 class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    # The action first: on a narrow screen the changelist scrolls sideways, and the columns
+    # that fall off the edge should be the least needed ones.
     list_display = [
-        "session_link",
-        "tool_name",
-        "agent",
-        "arguments_summary",
-        "status",
-        "created_at",
-        "age",
-        "decided_by",
         "decide_link",
+        "tool_name",
+        "arguments_summary",
+        "session_link",
+        "agent",
+        "age",
+        "status",
+        "decided_by",
+        "created_at",
     ]
     list_display_links = ["tool_name"]
     list_filter = [StatusFilter, "tool_name", "agent"]
