@@ -175,22 +175,7 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             },
         ),
     ]
-    readonly_fields = [
-        "session",
-        "call_id",
-        "tool_name",
-        "agent",
-        "reason",
-        "status",
-        "arguments_pretty",
-        "edited_arguments_pretty",
-        "created_at",
-        "decided_at",
-        "decided_by_kind",
-        "decided_by",
-        "decided_by_user",
-        "feedback",
-    ]
+    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
 
     # --- permissions: the admin only ever decides, through the service -----------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from sessions import locks
 from sessions.models import AgentSession, LLMRequest, Message
 from sessions.services import session_create
 from tests import fakellm
+from tests.history import assert_strict, text_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,26 +34,6 @@ def history(session_id: str = "s1") -> list[dict[str, Any]]:
 @sync_to_async
 def current_agent(session_id: str = "s1") -> str:
     return AgentContext.objects.get(session_id=session_id).current_agent
-
-
-def assert_strict(messages: list[dict[str, Any]]) -> None:
-    """What an OpenAI-strict provider demands: every call answered, right after it."""
-    open_calls: list[str] = []
-    for message in messages:
-        assert message["content"] is not None
-        if message["role"] == "tool":
-            assert message["tool_call_id"] in open_calls, messages
-            open_calls.remove(message["tool_call_id"])
-            continue
-        assert not open_calls, f"unanswered calls {open_calls} before {message}"
-        for call in message.get("tool_calls") or []:
-            assert isinstance(json.loads(call["function"]["arguments"]), dict)
-            open_calls.append(call["id"])
-    assert not open_calls, messages
-
-
-def text_of(chunks: list[dict[str, Any]]) -> str:
-    return "".join(c["token"] for c in chunks if c["type"] == "assistant_message")
 
 
 def user(content: str, **extra: Any) -> dict[str, Any]:

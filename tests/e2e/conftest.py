@@ -21,6 +21,7 @@ import pytest
 import websockets
 
 from tests.e2e.server import API_KEY, Runtime
+from tests.history import assert_strict, text_of  # noqa: F401  (re-exported for the e2e tests)
 
 # [compat] PROTOCOL §3.2, spelled out here rather than imported from the code under test.
 CHUNK_KEYS = (
@@ -344,27 +345,6 @@ async def ws_connect(
 
 
 # --- assertions shared by both modules ---------------------------------------------------------
-
-
-def text_of(chunks: list[dict[str, Any]]) -> str:
-    return "".join(c["token"] for c in chunks if c["type"] == "assistant_message")
-
-
-def assert_strict(messages: list[dict[str, Any]]) -> None:
-    """What an OpenAI-strict provider demands: every assistant call answered, right after it."""
-    open_calls: list[str] = []
-    for message in messages:
-        assert message["content"] is not None, message
-        if message["role"] == "tool":
-            assert message["tool_call_id"] in open_calls, messages
-            open_calls.remove(message["tool_call_id"])
-            continue
-        assert not open_calls, f"unanswered calls {open_calls} before {message}"
-        for call in message.get("tool_calls") or []:
-            assert call["type"] == "function"
-            assert isinstance(json.loads(call["function"]["arguments"]), dict)
-            open_calls.append(call["id"])
-    assert not open_calls, messages
 
 
 async def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:

@@ -19,6 +19,7 @@ from sessions.models import AgentSession, Message
 from sessions.routing import websocket_application
 from sessions.services import session_create
 from tests import fakellm
+from tests.history import text_of
 from tests.services import require_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,10 +45,6 @@ async def receive_turn(ws: WebsocketCommunicator, timeout: float = 5) -> list[di
         chunks.append(chunk)
         if chunk["is_final"]:
             return chunks
-
-
-def text_of(chunks: list[dict[str, Any]]) -> str:
-    return "".join(c["token"] for c in chunks if c["type"] == "assistant_message")
 
 
 @pytest.mark.parametrize("path", ["/ws/", "/api/v1/ws/"])
