@@ -27,13 +27,13 @@ from agents.llm import (
     TextDelta,
     ToolCall,
     Usage,
-    _SSEDecoder,
-    _state_name,
     breaker_state,
+    breaker_state_name,
     get_breaker,
     get_provider,
     reset_provider,
 )
+from agents.llm.wire import SSEDecoder
 from tests import fakellm
 from tests.fakellm import FakeLLM
 
@@ -201,7 +201,7 @@ def test_it_decodes_sse_fed_one_byte_at_a_time() -> None:
         b"\xef\xbb\xbf: comment\r\nevent: x\r\ndata:  two spaces\r\ndata:none\r\n\r\n"
         b"data: a\rdata: b\r\rdata: \xe2\x80\xa8 sep\n\nid: 7\ndata: [DONE]\n\n"
     )
-    decoder = _SSEDecoder()
+    decoder = SSEDecoder()
     events = [e for i in range(len(raw)) for e in decoder.feed(raw[i : i + 1])]
 
     assert events == [" two spaces\nnone", "a\nb", "\u2028 sep", "[DONE]"]
@@ -575,6 +575,6 @@ def test_it_reports_an_open_breaker_as_half_open_once_its_timeout_passes() -> No
     breaker = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0.05)
     breaker.open()
 
-    assert _state_name(breaker) == "open"
+    assert breaker_state_name(breaker) == "open"
     time.sleep(0.06)
-    assert _state_name(breaker) == "half-open"
+    assert breaker_state_name(breaker) == "half-open"

@@ -1,0 +1,119 @@
+"""The LLM hop: an OpenAI-compatible streaming client with timeouts, retries and a breaker.
+
+``get_provider()`` returns the process-wide provider: an :class:`OpenAIClient` when
+``LLM_BASE_URL`` is set, otherwise the built-in demo model named by ``LLM_DEMO_PROVIDER``.
+Django settings are read lazily so this module imports without a configured project.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pybreaker
+
+from agents.llm.base import (
+    ENDED_EARLY_MESSAGE,
+    UNAVAILABLE_MESSAGE,
+    Completion,
+    Done,
+    LLMError,
+    LLMProtocolError,
+    LLMProvider,
+    LLMTimeout,
+    LLMUnavailable,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    Usage,
+)
+from agents.llm.client import OpenAIClient, breaker_state_name
+
+__all__ = [
+    "ENDED_EARLY_MESSAGE",
+    "UNAVAILABLE_MESSAGE",
+    "Completion",
+    "Done",
+    "LLMError",
+    "LLMProtocolError",
+    "LLMProvider",
+    "LLMTimeout",
+    "LLMUnavailable",
+    "OpenAIClient",
+    "StreamEvent",
+    "TextDelta",
+    "ToolCall",
+    "Usage",
+    "breaker_state",
+    "breaker_state_name",
+    "get_breaker",
+    "get_provider",
+    "reset_provider",
+]
+
+
+# --- Process-wide provider and breaker ------------------------------------------------------------
+
+_lock = threading.RLock()
+_breaker: pybreaker.CircuitBreaker | None = None
+_provider: LLMProvider | None = None
+
+
+def get_breaker() -> pybreaker.CircuitBreaker:
+    global _breaker
+    with _lock:
+        if _breaker is None:
+            from django.conf import settings
+
+            _breaker = pybreaker.CircuitBreaker(
+                fail_max=settings.LLM_BREAKER_FAIL_MAX,
+                reset_timeout=settings.LLM_BREAKER_RESET_SECONDS,
+                name="llm",
+            )
+        return _breaker
+
+
+def breaker_state() -> str:
+    return breaker_state_name(get_breaker())
+
+
+def get_provider() -> LLMProvider:
+    global _provider
+    with _lock:
+        if _provider is None:
+            from django.conf import settings
+            from django.utils.module_loading import import_string
+
+            if not settings.LLM_BASE_URL:
+                path = getattr(settings, "LLM_DEMO_PROVIDER", "agents.demo.DemoModel")
+                _provider = import_string(path)()
+            else:
+                _provider = OpenAIClient(
+                    base_url=settings.LLM_BASE_URL,
+                    api_key=settings.LLM_API_KEY,
+                    model=settings.LLM_MODEL,
+                    internal_auth=(
+                        settings.INTERNAL_API_KEY if settings.LLM_SEND_INTERNAL_AUTH else ""
+                    ),
+                    connect_timeout=settings.LLM_CONNECT_TIMEOUT,
+                    first_byte_timeout=settings.LLM_FIRST_BYTE_TIMEOUT,
+                    idle_timeout=settings.LLM_IDLE_TIMEOUT,
+                    max_retries=settings.LLM_MAX_RETRIES,
+                    retry_base_delay=settings.LLM_RETRY_BASE_DELAY,
+                    retry_max_delay=settings.LLM_RETRY_MAX_DELAY,
+                    breaker=get_breaker(),
+                    max_tokens=settings.LLM_MAX_TOKENS,
+                )
+        assert _provider is not None
+        return _provider
+
+
+def reset_provider() -> None:
+    """Forget the cached provider and breaker (tests call this after changing settings).
+
+    The old client's pool is left to the garbage collector: it may belong to another event
+    loop, so it cannot be closed from here.
+    """
+    global _provider, _breaker
+    with _lock:
+        _provider = None
+        _breaker = None
