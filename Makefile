@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-sqlite test-postgres venv lock lint bench clean
+.PHONY: run test test-sqlite test-postgres venv lock lint typecheck bench clean
 
 $(VENV)/.installed: requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,9 @@ run: venv
 	  $(VENV)/bin/daphne -b $(HOST) -p $(PORT) agent_runtime.asgi:application
 
 # The whole suite: a SQLite pass, then the database tests again on PostgreSQL when it is there
-# (always in CI). End-to-end tests choose their own databases, so they run once.
-test: venv
+# (always in CI). End-to-end tests choose their own databases, so they run once. Type errors
+# fail it first, before any test runs.
+test: venv typecheck
 	@bash tests/browser/setup.sh
 	@$(PY) -m tests.services check
 	$(PY) -m pytest -q
@@ -39,6 +40,12 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# mypy with the Django and DRF plugins; paths and options are in pyproject.toml ([tool.mypy]).
+# The cache in .mypy_cache makes a rerun take about a second.
+typecheck: venv
+	$(VENV)/bin/mypy
 
 bench: venv
 	$(PY) bench/stream.py
@@ -48,4 +55,4 @@ lock:
 	uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 -o requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -76,8 +76,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({"detail": f"malformed JSON body: {exc.detail}"}, status=400)
     if isinstance(exc, drf_exceptions.APIException):
         headers = {}
-        if getattr(exc, "wait", None):
-            headers["Retry-After"] = str(int(exc.wait))
+        wait = getattr(exc, "wait", None)  # only Throttled has it
+        if wait:
+            headers["Retry-After"] = str(int(wait))
         return Response({"detail": _flatten(exc.detail)}, status=exc.status_code, headers=headers)
     return None
 

@@ -11,7 +11,7 @@ from sessions.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline, pretty_jso
 class AgentSwitchInline(ReadOnlyTabularInline):
     model = AgentSwitch
     fields = ["switched_at", "from_agent", "to_agent", "reason", "confidence"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # stubs: invariant list types
     ordering = ["switched_at", "id"]
     verbose_name_plural = "switch history"
 
@@ -24,7 +24,7 @@ class AgentContextAdmin(ReadOnlyModelAdmin):
     search_fields = ["session__id", "session__title"]
     ordering = ["-created_at"]
     fields = ["session", "current_agent", "switch_count", "last_switch_at", "created_at"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # stubs: invariant list types
     inlines = [AgentSwitchInline]
 
 
@@ -54,7 +54,7 @@ class ToolCallAdmin(ReadOnlyModelAdmin):
         "created_at",
         "completed_at",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # stubs: invariant list types
 
     @admin.display(description="arguments")
     def arguments_pretty(self, obj: ToolCall) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
@@ -30,7 +32,7 @@ def agents_list(request: Request) -> Response:
     return Response({"agents": agents, "total": len(agents)})
 
 
-class CurrentInput(serializers.Serializer):
+class CurrentInput(serializers.Serializer[Any]):
     include_history = serializers.BooleanField(default=False)
 
 

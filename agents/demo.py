@@ -266,7 +266,8 @@ def _tool_name(messages: list[dict[str, Any]], call_id: str | None) -> str | Non
     for message in reversed(messages):
         for call in message.get("tool_calls") or ():
             if call.get("id") == call_id:
-                return call.get("function", {}).get("name")
+                name: str | None = call.get("function", {}).get("name")
+                return name
     return None
 
 

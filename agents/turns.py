@@ -14,7 +14,7 @@ import contextvars
 import hashlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.db import database_sync_to_async
@@ -30,6 +30,9 @@ from agents.registry import UnknownAgent, get_agent
 from approvals.models import Approval
 from approvals.services import approval_decide
 from sessions import locks
+
+if TYPE_CHECKING:
+    from channels.layers import BaseChannelLayer
 
 logger = logging.getLogger(__name__)
 db = database_sync_to_async
@@ -53,7 +56,8 @@ class Delivery:
     def __init__(self, session_id: str, listener: asyncio.Queue[Any] | None) -> None:
         self.group = group_name(session_id)
         self.listener = listener
-        self.layer = get_channel_layer()
+        # Settings always configure the default layer, so it is never None.
+        self.layer = cast("BaseChannelLayer", get_channel_layer())
         # The in-memory layer can tell that no socket listens; then there is nothing to send.
         self.local_groups: dict[str, Any] | None = (
             self.layer.groups if isinstance(self.layer, InMemoryChannelLayer) else None

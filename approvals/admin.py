@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.utils import flatten_fieldsets, quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -175,7 +175,7 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             },
         ),
     ]
-    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+    readonly_fields = flatten_fieldsets(fieldsets)
 
     # --- permissions: the admin only ever decides, through the service -----------------------
 
@@ -339,7 +339,11 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def decide_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         approval = self.get_object(request, unquote(object_id))
         if approval is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            # A private ModelAdmin helper (the stock "does not exist" redirect): not in the stubs.
+            redirect: HttpResponse = self._get_obj_does_not_exist_redirect(  # type: ignore[attr-defined]
+                request, self.opts, object_id
+            )
+            return redirect
         if not self.has_view_permission(request, approval):
             raise PermissionDenied
         can_decide = self.has_decide_permission(request)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
@@ -36,7 +36,7 @@ class DecisionForm(forms.Form):
         super().__init__(*args, **kwargs)
         # Read at form creation, not import, so the setting can change (and be overridden).
         limit = settings.APPROVAL_FEEDBACK_MAX_CHARS
-        feedback = self.fields["feedback"]
+        feedback = cast(forms.CharField, self.fields["feedback"])
         feedback.max_length = limit
         feedback.validators.append(MaxLengthValidator(limit))
         feedback.widget.attrs["maxlength"] = str(limit)

@@ -82,7 +82,10 @@ class Approval(models.Model):
 
     @property
     def effective_arguments(self) -> dict[str, Any]:
-        return self.edited_arguments if self.edited_arguments is not None else self.arguments
+        arguments: dict[str, Any] = (
+            self.edited_arguments if self.edited_arguments is not None else self.arguments
+        )
+        return arguments
 
     def to_dict(self) -> dict[str, Any]:
         return {

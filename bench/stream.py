@@ -132,7 +132,8 @@ def tail(path: Path, lines: int = 30) -> str:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def cpu_seconds(pid: int) -> float:
@@ -254,7 +255,7 @@ def _floor_frame(token: str, is_final: bool) -> bytes:
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def floor_app(scope, receive, send):  # type: ignore[no-untyped-def]
+async def floor_app(scope, receive, send):
     global _floor_client
     if scope["type"] != "http":
         return
@@ -565,10 +566,12 @@ def phase_bulk(tmp: Path, args: argparse.Namespace, res: Results, log: Log) -> N
                 check_text(t, BULK_TOKENS, "direct")
                 res.bulk_direct.append(t.total)
                 turns: list[Turn] = []
-                d, f = timed_cpu(
-                    [runtime.pid, fake.pid],
-                    lambda sid=sid, out=turns: out.append(runtime_turn(client, runtime.url, sid)),
-                )
+
+                # A def rather than a lambda: mypy cannot infer a lambda with default arguments.
+                def run(sid: str = sid, out: list[Turn] = turns) -> None:
+                    out.append(runtime_turn(client, runtime.url, sid))
+
+                d, f = timed_cpu([runtime.pid, fake.pid], run)
                 check_text(turns[0], BULK_TOKENS, "runtime")
                 res.bulk_runtime.append(turns[0].total)
                 cpu_d += d

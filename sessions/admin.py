@@ -92,7 +92,7 @@ class MessageInline(ReadOnlyTabularInline):
     model = Message
     formset = RecentMessagesFormSet
     fields = ["seq", "role", "agent", "short_content", "tool_call_id", "created_at"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # stubs: invariant list types
     ordering = ["seq"]
     classes = ["collapse"]
     verbose_name_plural = f"messages (the latest {INLINE_MESSAGES})"
@@ -139,7 +139,7 @@ class AgentSessionAdmin(ReadOnlyModelAdmin):
         "turn_owner",
         "turn_expires_at",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # stubs: invariant list types
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AgentSession]:
         return super().get_queryset(request).select_related("agent_context")
@@ -170,7 +170,7 @@ class AuditEventAdmin(ReadOnlyModelAdmin):
         "agent",
         "data_pretty",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # stubs: invariant list types
 
     @admin.display(description="data")
     def data_pretty(self, obj: AuditEvent) -> str:

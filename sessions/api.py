@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -21,6 +21,9 @@ from agents.llm import breaker_state, get_provider
 from sessions import selectors, services
 from sessions.models import AgentSession, AuditEvent
 
+if TYPE_CHECKING:
+    from channels.layers import BaseChannelLayer
+
 
 class StrictCharField(serializers.CharField):
     """A string, and only a string: DRF would turn 12 into "12"."""
@@ -31,7 +34,7 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class StrictSerializer(serializers.Serializer):
+class StrictSerializer(serializers.Serializer[Any]):
     """Refuses keys it does not know, so a typo is a 400 rather than silently ignored."""
 
     def to_internal_value(self, data: Any) -> Any:
@@ -74,7 +77,7 @@ class SessionCreateInput(StrictSerializer):
     title = StrictCharField(required=False, allow_blank=True, max_length=services.TITLE_MAX_CHARS)
 
 
-class SessionListInput(serializers.Serializer):
+class SessionListInput(serializers.Serializer[Any]):
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=50)
     offset = serializers.IntegerField(min_value=0, default=0)
     active_only = serializers.BooleanField(default=False)
@@ -114,7 +117,7 @@ def sessions_collection(request: Request) -> Response:
     )
 
 
-class SessionGetInput(serializers.Serializer):
+class SessionGetInput(serializers.Serializer[Any]):
     include_messages = serializers.BooleanField(default=False)
 
 
@@ -147,7 +150,7 @@ def session_detail(request: Request, session_id: str) -> Response:
     )
 
 
-class HistoryInput(serializers.Serializer):
+class HistoryInput(serializers.Serializer[Any]):
     limit = serializers.IntegerField(min_value=1, max_value=1000, required=False)
     before = serializers.IntegerField(min_value=1, required=False)
 
@@ -171,7 +174,7 @@ def session_history(request: Request, session_id: str) -> Response:
     )
 
 
-class AuditLogInput(serializers.Serializer):
+class AuditLogInput(serializers.Serializer[Any]):
     session_id = serializers.CharField(required=False, max_length=64)
     event_type = serializers.ChoiceField(choices=AuditEvent.Type.choices, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
@@ -230,6 +233,7 @@ def _check_cache() -> dict[str, Any]:
 
 async def _timed(check: Any, timeout: float = 3.0) -> dict[str, Any]:
     started = time.monotonic()
+    result: dict[str, Any]
     try:
         result = await asyncio.wait_for(check, timeout)
     except Exception as exc:  # a failing check is reported, never raised
@@ -239,7 +243,8 @@ async def _timed(check: Any, timeout: float = 3.0) -> dict[str, Any]:
 
 
 async def _check_channel_layer() -> dict[str, Any]:
-    layer = get_channel_layer()
+    # Settings always configure the default layer, so it is never None.
+    layer = cast("BaseChannelLayer", get_channel_layer())
     await layer.group_send("health-check", {"type": "health.ping"})
     return {"status": "ok", "backend": type(layer).__name__}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,11 +22,11 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 
 
-def _headers(scope: dict[str, Any]) -> dict[str, str]:
+def _headers(scope: Mapping[str, Any]) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-def authorized(scope: dict[str, Any]) -> bool:
+def authorized(scope: Mapping[str, Any]) -> bool:
     """The internal key (IDEs, services: usually no Origin), or a staff login from a page
     of this server (cookies ride along cross-site, so those must pass an origin check)."""
     headers = _headers(scope)
@@ -87,7 +88,8 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         except ApplicationError as exc:
             await self.send_chunk(error_chunk(exc.detail))
 
-    async def decode_json(self, text_data: str) -> Any:
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
         try:
             return await super().decode_json(text_data)
         except ValueError:

@@ -54,7 +54,7 @@ def _read_json(request: HttpRequest) -> Any:
 
 # Header-authenticated (X-Internal-Auth), never by cookie, so CSRF does not apply.
 @csrf_exempt
-async def message_stream(request: HttpRequest) -> HttpResponse:
+async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if request.method != "POST":
         return error_response(405, "use POST")
     try:

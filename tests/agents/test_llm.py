@@ -356,7 +356,8 @@ async def test_time_spent_between_reads_is_not_idle_time(
         events.append(event)
         await asyncio.sleep(0.3)  # a slow caller, not a slow model
     assert texts(events) == ["one ", "two ", "three ", "four"]
-    assert asyncio.current_task().cancelling() == 0  # nothing left cancelled behind us
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # nothing left cancelled behind us
 
 
 async def test_it_retries_connection_failures(make_client: MakeClient) -> None:

@@ -278,7 +278,7 @@ def test_it_approves(alice):
     assert approval.status == Approval.Status.APPROVED
     assert approval.decided_by == "staff:alice"
     assert approval.decided_by_kind == Approval.DeciderKind.STAFF
-    assert approval.decided_by_user.username == "alice"
+    assert approval.decided_by_user is not None and approval.decided_by_user.username == "alice"
     assert approval.edited_arguments is None
     call = ToolCall.objects.get(session_id="s-1", call_id="c1")
     assert call.status == ToolCall.Status.EMITTED
@@ -494,6 +494,7 @@ def test_it_decides_in_bulk_and_reports_the_skipped(alice, action, status, verb)
         # Each rejected session took its next turn.
         for session_id in ("s-a", "s-b"):
             last = Message.objects.filter(session_id=session_id).order_by("-seq").first()
+            assert last is not None
             assert last.role == "assistant" and last.content.startswith("[demo]")
     else:
         statuses = ToolCall.objects.filter(session_id__in=["s-a", "s-b"]).values_list(

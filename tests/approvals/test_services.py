@@ -217,7 +217,8 @@ def test_the_rest_endpoint_decides_and_continues(api, llm):
     data = response.json()["approval"]
     assert data["status"] == "rejected" and data["decided_by"] == "ide:carol"
     # The agent took its next turn after the rejection.
-    assert Message.objects.filter(session_id="a1").order_by("-seq").first().content == "Understood."
+    last = Message.objects.filter(session_id="a1").order_by("-seq").first()
+    assert last is not None and last.content == "Understood."
     again = api.post(url, {"decision": "approve"}, format="json")
     assert again.status_code == 409
     assert "already decided" in again.json()["detail"]
@@ -236,7 +237,8 @@ def test_the_expiry_command_is_a_dry_run_unless_for_real(settings):
     assert "expired 1 approval(s)" in out.getvalue()
     assert Approval.objects.get().status == "expired"
     # The demo model (no LLM configured) answered the expiry: the session moved on.
-    assert Message.objects.filter(session_id="a1").order_by("-seq").first().role == "assistant"
+    last = Message.objects.filter(session_id="a1").order_by("-seq").first()
+    assert last is not None and last.role == "assistant"
 
 
 @pytest.mark.django_db

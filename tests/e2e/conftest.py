@@ -21,7 +21,8 @@ import pytest
 import websockets
 
 from tests.e2e.server import API_KEY, Runtime
-from tests.history import assert_strict, text_of  # noqa: F401  (re-exported for the e2e tests)
+from tests.history import assert_strict as assert_strict  # re-exported for the e2e tests
+from tests.history import text_of as text_of  # re-exported for the e2e tests
 
 # [compat] PROTOCOL §3.2, spelled out here rather than imported from the code under test.
 CHUNK_KEYS = (
@@ -251,7 +252,8 @@ class Api:
     async def history(self, session_id: str) -> dict[str, Any]:
         response = await self.get(f"/sessions/{session_id}/history")
         assert response.status_code == 200, response.text
-        return response.json()
+        data: dict[str, Any] = response.json()
+        return data
 
     @asynccontextmanager
     async def open_stream(

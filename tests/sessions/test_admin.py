@@ -98,6 +98,7 @@ def test_it_refuses_to_add_or_delete_in_the_read_only_admins(root, make_session)
     for model in (AgentSession, AuditEvent, LLMRequest, AgentContext, ToolCall):
         info = model._meta.app_label, model._meta.model_name
         obj = model.objects.first()
+        assert obj is not None
         assert root.get(reverse("admin:{}_{}_add".format(*info))).status_code == 403
         delete = reverse("admin:{}_{}_delete".format(*info), args=[obj.pk])
         assert root.post(delete, {"post": "yes"}).status_code == 403

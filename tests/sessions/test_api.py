@@ -21,7 +21,8 @@ DETAIL_KEYS = [
 
 def assert_aware(value: str) -> None:
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0
+    offset = parsed.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
 
 
 def test_it_creates_a_session_with_a_client_chosen_id(api):

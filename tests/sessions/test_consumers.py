@@ -130,7 +130,8 @@ async def test_cancel_stops_the_running_turn(llm):
     await asyncio.sleep(0.1)
     row = await sync_to_async(AgentSession.objects.get)(pk="w1")
     assert row.turn_owner == ""
-    roles = await sync_to_async(list)(
+    # mypy matches list's no-argument constructor overload through sync_to_async's ParamSpec.
+    roles: list[str] = await sync_to_async(list)(  # type: ignore[call-arg]
         Message.objects.filter(session_id="w1").values_list("role", flat=True)
     )
     assert roles[0] == "user"  # what streamed before the cancel is kept (or nothing)
