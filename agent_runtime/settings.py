@@ -220,6 +220,9 @@ LLM_RETRY_MAX_DELAY = env_float("LLM_RETRY_MAX_DELAY", 8.0)
 LLM_BREAKER_FAIL_MAX = env_int("LLM_BREAKER_FAIL_MAX", 5)
 LLM_BREAKER_RESET_SECONDS = env_float("LLM_BREAKER_RESET_SECONDS", 30.0)
 LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 0)  # 0: let the provider decide
+# What the model is sent of a long session (agents.context): about 4 characters per token.
+LLM_CONTEXT_CHARS = env_int("LLM_CONTEXT_CHARS", 400_000)
+LLM_TOOL_OUTPUT_CHARS = env_int("LLM_TOOL_OUTPUT_CHARS", 60_000)
 
 # --- I18n, static, logging ----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -19,6 +19,7 @@ from django.conf import settings
 from agent_runtime.errors import ApplicationError
 from agents import services
 from agents.chunks import error_chunk, switched_chunk, token_chunk
+from agents.context import fit_history
 from agents.llm import Completion, Done, LLMError, LLMProvider, get_provider
 from agents.models import ToolCall
 from agents.registry import get_agent
@@ -140,6 +141,11 @@ class Turn:
             preloaded = await db(services.turn_llm_input)(session_id=self.session_id)
         agent, history = preloaded
         spec = get_agent(agent)
+        history = fit_history(
+            history,
+            budget=settings.LLM_CONTEXT_CHARS - len(spec.prompt),
+            tool_output_limit=settings.LLM_TOOL_OUTPUT_CHARS,
+        )
         messages = [{"role": "system", "content": spec.prompt}, *history]
         tools = tool_specs(spec.tools) or None
         started = time.monotonic()
