@@ -45,6 +45,8 @@ class InternalAuthMiddleware:
     def refuse(request: HttpRequest) -> HttpResponse | None:
         if request.path == "/" or request.path.startswith(settings.PUBLIC_PATH_PREFIXES):
             return None
+        if request.path == "/metrics" and not settings.METRICS_REQUIRE_KEY:
+            return None
         if not key_is_valid(request.headers.get("X-Internal-Auth")):
             return error_response(401, "unauthorized")
         length = request.META.get("CONTENT_LENGTH") or "0"

@@ -169,6 +169,9 @@ MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 # Paths served without X-Internal-Auth: operators' probes, the admin (its own login) and assets.
 PUBLIC_PATH_PREFIXES = ("/health", "/ready", "/admin/", "/static/")
+# GET /metrics (Prometheus) is public too unless METRICS_REQUIRE_KEY is set: scrapers rarely
+# send custom headers, and it shows counts, never content.
+METRICS_REQUIRE_KEY = env_bool("METRICS_REQUIRE_KEY", False)
 
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
 RATE_LIMIT_MESSAGES = env_str("RATE_LIMIT_MESSAGES", "120/m")

@@ -8,11 +8,13 @@ from django.urls import path
 from agents import api as agents_api
 from approvals import api as approvals_api
 from sessions import api as sessions_api
+from sessions import prometheus
 from sessions import views as stream_views
 
 urlpatterns = [
     path("health", sessions_api.health, name="health"),
     path("ready", sessions_api.health, name="ready"),
+    path("metrics", prometheus.metrics, name="prometheus-metrics"),
     path("sessions", sessions_api.sessions_collection, name="sessions"),
     path("sessions/<str:session_id>", sessions_api.session_detail, name="session-detail"),
     path("sessions/<str:session_id>/history", sessions_api.session_history, name="history"),

@@ -41,6 +41,11 @@ _running: dict[str, asyncio.Task[None]] = {}  # this process's turns, by session
 _background: set[asyncio.Task[Any]] = set()  # strong references, so tasks are not collected
 
 
+def running_turns() -> int:
+    """Turns running in this process now (a gauge for /metrics)."""
+    return len(_running)
+
+
 def group_name(session_id: str) -> str:
     # Group names allow only [a-zA-Z0-9_.-]; session ids may hold ':' too.
     return "session-" + hashlib.sha256(session_id.encode()).hexdigest()[:40]
