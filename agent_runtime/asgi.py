@@ -14,11 +14,12 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
-from agent_runtime.checks import check_secrets  # noqa: E402
+from agent_runtime.checks import check_limits, check_secrets  # noqa: E402
 from sessions.routing import websocket_application  # noqa: E402
 
-# daphne runs no system checks: refuse here to serve production on development secrets.
-if problems := check_secrets():
+# daphne runs no system checks: refuse here to serve production on development secrets, or
+# with a configuration that cannot work.
+if problems := check_secrets() + check_limits():
     raise ImproperlyConfigured("; ".join(p.msg for p in problems))
 
 application = ProtocolTypeRouter(

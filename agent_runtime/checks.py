@@ -39,6 +39,14 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors = []
     if settings.MAX_REQUEST_BYTES < 1024:
         errors.append(Error("MAX_REQUEST_BYTES must be at least 1024.", id="agent_runtime.E010"))
+    if settings.LLM_BASE_URL and not settings.LLM_BASE_URL.startswith(("http://", "https://")):
+        errors.append(
+            Error(
+                "LLM_BASE_URL must start with http:// or https:// "
+                f"(got {settings.LLM_BASE_URL!r}).",
+                id="agent_runtime.E012",
+            )
+        )
     if not 0 < settings.KEEPALIVE_SECONDS <= 15:
         errors.append(
             Error(

@@ -21,7 +21,6 @@ from agents import services
 from agents.chunks import error_chunk, switched_chunk, token_chunk
 from agents.context import fit_history
 from agents.llm import Completion, Done, LLMError, LLMProvider, get_provider
-from agents.models import ToolCall
 from agents.registry import get_agent
 from agents.routing import CLASSIFIER_PROMPT, Route, parse_classification, route_by_keywords
 from agents.tools import tool_specs
@@ -78,12 +77,16 @@ class Turn:
             await self.agent_loop()
 
     async def resume(self, *, call_id: str) -> None:
-        """After a human decision: an approved call goes to the IDE; a rejection moves on."""
-        call = await db(ToolCall.objects.get)(session_id=self.session_id, call_id=call_id)
-        if call.status == ToolCall.Status.EMITTED:
-            await self.emit(services.call_chunk(call))
-        else:
+        """After a human decision: an approved call goes to the IDE; a rejection moves on.
+
+        Decisions from the admin, REST or expiry are made outside the session's lease, so the
+        session may have moved on before this runs; then there is nothing left to do.
+        """
+        step = await db(services.resume_step)(session_id=self.session_id, call_id=call_id)
+        if step == "advance":
             await self.advance()
+        elif isinstance(step, dict):
+            await self.emit(step)
 
     # --- the loop ---------------------------------------------------------------------------
 

@@ -168,7 +168,14 @@ def outstanding_call(*, session_id: str, call_id: str) -> ToolCall:
 
 
 def tool_result_accept(
-    *, session_id: str, call_id: str, result: Any, error: str | None
+    *,
+    session_id: str,
+    call_id: str,
+    result: Any,
+    error: str | None,
+    decided_by_kind: str = "ide",
+    decided_by: str = "ide",
+    user: Any = None,
 ) -> ToolCall:
     """Record the IDE's result. For a call still awaiting approval, the result is the IDE's
     own decision (compat): no error means approved and executed, an error means rejected."""
@@ -186,12 +193,14 @@ def tool_result_accept(
             approval_claim(
                 approval=approval,
                 status=Approval.Status.REJECTED if error else Approval.Status.APPROVED,
-                decided_by_kind=Approval.DeciderKind.IDE,
-                decided_by="ide",
+                decided_by_kind=decided_by_kind,
+                decided_by=decided_by,
+                user=user,
                 feedback=error or "",
             )
             if error:
-                content = f"Rejected by the IDE user: {error}"
+                who = "the IDE user" if decided_by == "ide" else decided_by
+                content = f"Rejected by {who}: {error}"
         _tool_message(session_id=session_id, call=call, content=content)
         call.status = ToolCall.Status.FAILED if error else ToolCall.Status.COMPLETED
         call.error = error or ""
@@ -434,3 +443,18 @@ def call_chunk(call: ToolCall) -> dict[str, Any]:
 
 def classification_record(*, session_id: str, llm: dict[str, Any]) -> None:
     LLMRequest.objects.create(session_id=session_id, agent="orchestrator", **llm)
+
+
+def resume_step(*, session_id: str, call_id: str) -> dict[str, Any] | str | None:
+    """What a decided call still needs: its chunk (approved), "advance" (rejected, and the
+    model has not moved on since), or None (the session moved on: nothing to do)."""
+    call = ToolCall.objects.get(session_id=session_id, call_id=call_id)
+    if call.status == ToolCall.Status.EMITTED:
+        return call_chunk(call)
+    if call.status != ToolCall.Status.REJECTED:
+        return None
+    last = Message.objects.filter(session_id=session_id).order_by("-seq").first()
+    moved_on = last is None or last.role != Message.Role.TOOL
+    if moved_on or ToolCall.objects.for_session(session_id).outstanding().exists():
+        return None
+    return "advance"

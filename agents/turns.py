@@ -14,6 +14,7 @@ import contextvars
 import hashlib
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import SyncToAsync, async_to_sync
@@ -23,7 +24,7 @@ from django.conf import settings
 
 from agent_runtime.errors import ApplicationError
 from agents import services
-from agents.chunks import switched_chunk
+from agents.chunks import error_chunk, switched_chunk
 from agents.engine import Turn
 from agents.messages import ClientMessage
 from agents.registry import UnknownAgent, get_agent
@@ -39,6 +40,18 @@ db = database_sync_to_async
 
 _running: dict[str, asyncio.Task[None]] = {}  # this process's turns, by session
 _background: set[asyncio.Task[Any]] = set()  # strong references, so tasks are not collected
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who a client message comes from: decisions are recorded in their name."""
+
+    kind: str = Approval.DeciderKind.IDE
+    name: str = "ide"
+    user: Any = None
+
+
+IDE = Actor()
 
 
 def running_turns() -> int:
@@ -124,7 +137,9 @@ def coalesce(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def accept(session_id: str, message: ClientMessage) -> tuple[str, dict[str, Any]]:
+def accept(
+    session_id: str, message: ClientMessage, actor: Actor = IDE
+) -> tuple[str, dict[str, Any]]:
     """Store the client's input under the lease; returns what the turn does next."""
     if message.type == "user_message":
         if message.agent_type:
@@ -159,6 +174,9 @@ def accept(session_id: str, message: ClientMessage) -> tuple[str, dict[str, Any]
             call_id=message.call_id,
             result=message.result,
             error=message.error,
+            decided_by_kind=actor.kind,
+            decided_by=actor.name,
+            user=actor.user,
         )
         return "advance", {}
     if message.type == "hitl_decision":
@@ -166,8 +184,9 @@ def accept(session_id: str, message: ClientMessage) -> tuple[str, dict[str, Any]
             session_id=session_id,
             call_id=message.call_id,
             decision=message.decision,
-            decided_by_kind=Approval.DeciderKind.IDE,
-            decided_by="ide",
+            decided_by_kind=actor.kind,
+            decided_by=actor.name,
+            user=actor.user,
             modified_arguments=message.modified_arguments,
             feedback=message.feedback,
         )
@@ -198,6 +217,7 @@ async def submit(
     wait: bool = True,
     listener: asyncio.Queue[Any] | None = None,
     precheck: Callable[[], None] | None = None,
+    actor: Actor = IDE,
 ) -> asyncio.Task[None]:
     """Start a turn; raises ApplicationError (4xx) before anything is streamed.
 
@@ -208,7 +228,7 @@ async def submit(
     def claimed() -> tuple[str, dict[str, Any]]:
         if checks and (check := checks.pop()) is not None:
             check()
-        return accept(session_id, message)
+        return accept(session_id, message, actor)
 
     lease, plan = await locks.acquire(session_id, wait=wait, then=claimed)
     assert plan is not None
@@ -221,27 +241,40 @@ async def submit(
 async def _run(
     lease: locks.TurnLease, kind: str, params: dict[str, Any], listener: asyncio.Queue[Any] | None
 ) -> None:
-    delivery = Delivery(lease.session_id, listener)
-    turn = Turn(session_id=lease.session_id, emit=delivery.emit)
-    work: Coroutine[Any, Any, None]
-    if kind == "switched":
-        work = delivery.emit(params["chunk"])
-    else:
-        work = getattr(turn, kind)(**params)
     this = asyncio.current_task()
     assert this is not None
     heartbeat = asyncio.create_task(_heartbeat(lease, this))
+    delivery: Delivery | None = None
     try:
-        await turn.guarded(work)
+        delivery = Delivery(lease.session_id, listener)
+        if kind == "switched":
+            await delivery.emit(params["chunk"])
+        else:
+            turn = Turn(session_id=lease.session_id, emit=delivery.emit)
+            await turn.guarded(getattr(turn, kind)(**params))
+    except Exception:  # building the turn failed (a misconfigured provider, say)
+        logger.exception("turn of %s could not run", lease.session_id)
+        if delivery is not None:
+            await delivery.emit(error_chunk("The runtime could not run this turn."))
     finally:
         heartbeat.cancel()
-        await delivery.flush()
+        # From here on a late cancel() must reach nothing: the clean-up runs shielded, or the
+        # caller's stream would never end and the session would stay locked.
+        if _running.get(lease.session_id) is this:
+            del _running[lease.session_id]
+        await asyncio.shield(_finish(lease, delivery))
+
+
+async def _finish(lease: locks.TurnLease, delivery: Delivery | None) -> None:
+    try:
+        if delivery is not None:
+            await delivery.flush()
         # Free the session before the caller's stream ends, so a client that answers at once
         # (a tool_result right after its tool_call) never finds the session still busy.
         await db(locks.release)(lease)
-        delivery.finish()
-        if _running.get(lease.session_id) is this:
-            del _running[lease.session_id]
+    finally:
+        if delivery is not None:
+            delivery.finish()
 
 
 async def _heartbeat(lease: locks.TurnLease, turn: asyncio.Task[None]) -> None:

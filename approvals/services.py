@@ -161,7 +161,11 @@ def approvals_expire(
 ) -> list[Approval]:
     """Expire pending approvals older than APPROVAL_TTL_SECONDS: a reject by ``system``."""
     age = older_than or timedelta(seconds=settings.APPROVAL_TTL_SECONDS)
-    stale = list(Approval.objects.pending().filter(created_at__lt=timezone.now() - age))
+    stale = list(
+        Approval.objects.pending().filter(
+            created_at__lt=timezone.now() - age, session__deleted_at__isnull=True
+        )
+    )
     if not for_real:
         return stale
     expired = []

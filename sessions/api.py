@@ -249,15 +249,20 @@ async def _check_channel_layer() -> dict[str, Any]:
     return {"status": "ok", "backend": type(layer).__name__}
 
 
+async def _check_llm() -> dict[str, Any]:
+    provider = get_provider()  # a misconfigured LLM_BASE_URL raises here: a failed check
+    result = await provider.check_health()
+    result["provider"] = provider.label
+    return result
+
+
 async def health(request: HttpRequest) -> JsonResponse:
-    provider = get_provider()
     database, cache_check, layer, llm = await asyncio.gather(
         _timed(sync_to_async(_check_database)()),
         _timed(sync_to_async(_check_cache)()),
         _timed(_check_channel_layer()),
-        _timed(provider.check_health()),
+        _timed(_check_llm()),
     )
-    llm["provider"] = provider.label
     checks = {
         "database": database,
         "cache": cache_check,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,8 +16,10 @@ from agent_runtime.errors import ApplicationError
 from agent_runtime.middleware import key_is_valid
 from agents import turns
 from agents.chunks import dumps, error_chunk
-from agents.messages import parse_message
+from agents.messages import ClientMessage, parse_message
 from sessions.services import session_get
+
+logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -42,10 +45,20 @@ def authorized(scope: Mapping[str, Any]) -> bool:
     return netloc == headers.get("host") or origin in settings.CSRF_TRUSTED_ORIGINS
 
 
+def connection_actor(scope: Mapping[str, Any]) -> turns.Actor | None:
+    """Who an authorized socket speaks for: the IDE (the key), or a staff member who may
+    decide approvals. None: a staff member without that permission, who may only watch."""
+    if key_is_valid(_headers(scope).get("x-internal-auth")):
+        return turns.IDE
+    user = scope["user"]
+    if user.has_perm("approvals.decide_approval"):
+        return turns.Actor(kind="staff", name=f"staff:{user.get_username()}", user=user)
+    return None
+
+
 class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.session_id: str = self.scope["url_route"]["kwargs"]["session_id"]
-        self.tasks: set[asyncio.Task[None]] = set()
         if not authorized(self.scope):
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
@@ -54,16 +67,32 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         except ApplicationError:
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        self.actor = await database_sync_to_async(connection_actor)(self.scope)
         self.group = turns.group_name(self.session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        # One inbox, worked in order: frames sent back to back run in the order they came.
+        self.inbox: asyncio.Queue[ClientMessage | None] = asyncio.Queue()
+        self.worker = asyncio.create_task(self._work())
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
-        # Running turns go on without this socket: their results land in the history.
+        self.gone = True
+        if hasattr(self, "inbox"):
+            # Frames already received still run; turns go on without this socket, and
+            # their results land in the history.
+            self.inbox.put_nowait(None)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if self.actor is None:
+            await self.send_chunk(
+                error_chunk(
+                    "This connection may only watch: acting on a session needs the "
+                    "approvals.decide_approval permission or the internal API key."
+                )
+            )
+            return
         if isinstance(content, dict) and content.get("type") == "cancel":
             if not await turns.cancel(self.session_id):
                 await self.send_chunk(error_chunk("No turn is running in this session."))
@@ -76,17 +105,21 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         except ApplicationError as exc:
             await self.send_chunk(error_chunk(exc.detail))
             return
-        # Not awaited here: waiting for the session's lease must not stop this socket from
-        # receiving the chunks of the turn it is waiting behind.
-        task = asyncio.create_task(self._submit(message))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        # Queued, not awaited here: waiting for the session's lease must not stop this socket
+        # from receiving the chunks of the turn it is waiting behind.
+        self.inbox.put_nowait(message)
 
-    async def _submit(self, message: Any) -> None:
-        try:
-            await turns.submit(self.session_id, message, wait=True)
-        except ApplicationError as exc:
-            await self.send_chunk(error_chunk(exc.detail))
+    async def _work(self) -> None:
+        actor = self.actor
+        assert actor is not None  # receive_json queues nothing for a watch-only socket
+        while (message := await self.inbox.get()) is not None:
+            try:
+                await turns.submit(self.session_id, message, wait=True, actor=actor)
+            except ApplicationError as exc:
+                await self.send_chunk(error_chunk(exc.detail))
+            except Exception:  # keep serving this socket whatever one frame did
+                logger.exception("frame for session %s failed", self.session_id)
+                await self.send_chunk(error_chunk("The runtime failed to handle this message."))
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
@@ -99,4 +132,6 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         await self.send_chunk(event["chunk"])
 
     async def send_chunk(self, chunk: dict[str, Any]) -> None:
+        if getattr(self, "gone", False):
+            return  # a queued frame failed after its socket closed: nobody to tell
         await self.send(text_data=dumps(chunk))

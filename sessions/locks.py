@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -100,7 +101,9 @@ def _claim_then(session_id: str, token: str, then: Callable[[], T] | None) -> An
     if then is None:
         return None
     try:
-        return then()
+        # All or nothing: a refusal half-way (a switch over the cap, say) writes nothing.
+        with transaction.atomic():
+            return then()
     except BaseException:
         release(TurnLease(session_id=session_id, token=token))
         raise

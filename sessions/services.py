@@ -83,8 +83,14 @@ def session_create(*, session_id: str | None = None, title: str = "") -> AgentSe
 
 
 def session_delete(*, session: AgentSession) -> None:
-    """Soft delete: gone from the API at once, rows kept for audit until the purge."""
+    """Soft delete: gone from the API at once, rows kept for audit until the purge.
+
+    Open tool calls and pending approvals are closed, so nobody is asked to decide them.
+    """
+    from agents.services import open_calls_cancel
+
     with transaction.atomic():
+        open_calls_cancel(session_id=session.pk, why="the session was deleted.")
         AgentSession.objects.filter(pk=session.pk).update(
             deleted_at=timezone.now(), is_active=False
         )

@@ -582,3 +582,65 @@ async def test_a_long_session_is_fitted_to_the_context_but_stored_whole(stream, 
     assert sent[-1]["content"].startswith("question 5")
     assert sum(len(m["content"]) for m in sent[1:]) < 6_000
     assert len(await history()) == 12  # nothing lost from the stored history
+
+
+async def test_a_misconfigured_llm_fails_the_turn_cleanly(stream, settings, anon):
+    from agents.llm import reset_provider
+
+    settings.LLM_BASE_URL = "localhost:11434"  # no scheme: the client refuses it
+    reset_provider()
+    try:
+        await new_session(agent="coder")
+        chunks = await stream.send("s1", user("hi"))
+        assert [c["type"] for c in chunks] == ["error"]
+        row = await sync_to_async(AgentSession.objects.get)(pk="s1")
+        assert row.turn_owner == ""  # the session is free again
+        health = await sync_to_async(anon.get)("/health")
+        assert health.status_code == 200
+        assert health.json()["checks"]["llm"]["status"] == "error"
+        assert health.json()["status"] == "degraded"
+    finally:
+        reset_provider()
+
+
+async def test_a_refused_message_writes_nothing(stream, llm, settings):
+    settings.MAX_AGENT_SWITCHES = 0
+    await new_session(agent="coder")
+    response = await stream.post("s1", user("hello", agent_type="debug"))
+    assert response.status_code == 409
+    assert await history() == []
+
+
+async def test_a_late_resume_does_nothing_once_the_session_moved_on(stream, llm):
+    from agents.engine import Turn
+
+    await new_session(agent="coder")
+    llm.enqueue(
+        fakellm.tool_calls([("w", "write_file", '{"path": "a.py", "content": "x"}')]),
+        fakellm.text("Something else then."),
+    )
+    await stream.send("s1", user("write a.py"))
+
+    @sync_to_async
+    def staff_approves() -> None:
+        from approvals.services import approval_decide
+
+        approval_decide(
+            session_id="s1",
+            call_id="w",
+            decision="approve",
+            decided_by_kind="staff",
+            decided_by="staff:bob",
+        )
+
+    await staff_approves()
+    await stream.send("s1", user("never mind, do something else"))  # before the resume runs
+    requests = len(llm.requests)
+    emitted: list[dict[str, Any]] = []
+
+    async def collect(chunk: dict[str, Any]) -> None:
+        emitted.append(chunk)
+
+    await Turn(session_id="s1", emit=collect).resume(call_id="w")
+    assert emitted == [] and len(llm.requests) == requests
+    assert_strict(await history())

@@ -250,3 +250,21 @@ def test_schedules_are_declared_idempotently():
     names = sorted(Schedule.objects.values_list("name", flat=True))
     assert names == ["expire-approvals", "purge-sessions"]
     assert Schedule.objects.get(name="expire-approvals").func == "approvals.tasks.expire_approvals"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_expiry_skips_deleted_sessions_and_keeps_going(settings):
+    from approvals.tasks import expire_approvals
+    from sessions.models import AgentSession
+    from sessions.services import session_delete
+
+    pending("gone", "g1")
+    pending("live", "l1")
+    session_delete(session=AgentSession.objects.get(pk="gone"))
+    Approval.objects.update(created_at=timezone.now() - timedelta(days=2))
+    assert expire_approvals() == 1
+    assert Approval.objects.get(call_id="g1").status == "cancelled"  # closed by the delete
+    assert Approval.objects.get(call_id="l1").status == "expired"
+    # The live session's agent carried on (the demo model answered the expiry).
+    last = Message.objects.filter(session_id="live").order_by("-seq").first()
+    assert last is not None and last.role == "assistant"

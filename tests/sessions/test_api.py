@@ -200,3 +200,15 @@ def test_it_lists_empty_pending_approvals(api, make_session):
     make_session("a")
     data = api.get("/sessions/a/pending-approvals").json()
     assert data == {"session_id": "a", "pending_approvals": [], "count": 0}
+
+
+def test_it_takes_a_json_body_whatever_the_content_type(api):
+    # curl -d sends application/x-www-form-urlencoded unless told otherwise.
+    response = api.post(
+        "/sessions", '{"session_id": "curl"}', content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["id"] == "curl"
+    bad = api.post("/sessions", "session_id=x", content_type="application/x-www-form-urlencoded")
+    assert bad.status_code == 400
+    assert "JSON" in bad.json()["detail"]

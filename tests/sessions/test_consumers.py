@@ -213,3 +213,89 @@ async def test_it_works_over_the_redis_channel_layer(llm, redis_layer):
         assert text_of(await receive_turn(ws)) == "Through Redis."
     await sender.disconnect()
     await watcher.disconnect()
+
+
+@sync_to_async
+def user_messages(session_id: str) -> list[str]:
+    rows = Message.objects.filter(session_id=session_id, role="user").order_by("seq")
+    return list(rows.values_list("content", flat=True))
+
+
+@sync_to_async
+def staff_cookie(*, may_decide: bool) -> list[tuple[bytes, bytes]]:
+    """Headers of a logged-in staff member's browser on this server's own page."""
+    from django.contrib.auth.models import Permission, User
+    from django.test import Client
+
+    user = User.objects.create_user("alice" if may_decide else "bob", is_staff=True)
+    if may_decide:
+        user.user_permissions.add(Permission.objects.get(codename="decide_approval"))
+    client = Client()
+    client.force_login(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    return [(b"cookie", cookie), (b"origin", b"http://testserver"), (b"host", b"testserver")]
+
+
+async def ask_for_approval(llm: Any) -> WebsocketCommunicator:
+    llm.enqueue(fakellm.tool_calls([("e1", "execute_command", '{"command": "make deploy"}')]))
+    ide = socket()
+    await ide.connect()
+    await ide.send_json_to({"type": "user_message", "content": "deploy"})
+    assert (await receive_turn(ide))[-1]["requires_approval"] is True
+    return ide
+
+
+async def test_staff_without_the_permission_may_only_watch(llm):
+    await new_session()
+    ide = await ask_for_approval(llm)
+    watcher = WebsocketCommunicator(
+        websocket_application, "/ws/w1", headers=await staff_cookie(may_decide=False)
+    )
+    assert (await watcher.connect())[0]
+    await watcher.send_json_to({"type": "hitl_decision", "call_id": "e1", "decision": "approve"})
+    error = json.loads(await watcher.receive_from(5))
+    assert error["type"] == "error" and "may only watch" in error["error"]
+    approval = await sync_to_async(Approval.objects.get)(call_id="e1")
+    assert approval.status == "pending"
+    await watcher.disconnect()
+    await ide.disconnect()
+
+
+async def test_a_staff_decision_over_the_socket_is_recorded_as_theirs(llm):
+    await new_session()
+    ide = await ask_for_approval(llm)
+    staff = WebsocketCommunicator(
+        websocket_application, "/ws/w1", headers=await staff_cookie(may_decide=True)
+    )
+    assert (await staff.connect())[0]
+    await staff.send_json_to({"type": "hitl_decision", "call_id": "e1", "decision": "approve"})
+    (call,) = await receive_turn(ide)
+    assert call["call_id"] == "e1" and call["requires_approval"] is False
+    approval = await sync_to_async(Approval.objects.select_related("decided_by_user").get)(
+        call_id="e1"
+    )
+    assert approval.decided_by == "staff:alice" and approval.decided_by_kind == "staff"
+    assert approval.decided_by_user is not None
+    await staff.disconnect()
+    await ide.disconnect()
+
+
+async def test_frames_sent_back_to_back_run_in_order(llm):
+    await new_session()
+    # A long first turn, then two frames 60 ms apart: left to poll for the session's lease on
+    # their own, the later one would often get it first.
+    llm.enqueue(
+        fakellm.text("a b c d e f g", delay=0.05), fakellm.text("second"), fakellm.text("third")
+    )
+    ws = socket()
+    await ws.connect()
+    await ws.send_json_to({"type": "user_message", "content": "message 0"})
+    await asyncio.sleep(0.01)
+    await ws.send_json_to({"type": "user_message", "content": "message 1"})
+    await asyncio.sleep(0.06)
+    await ws.send_json_to({"type": "user_message", "content": "message 2"})
+    for _ in range(3):
+        await receive_turn(ws)
+    contents = await user_messages("w1")
+    assert contents == ["message 0", "message 1", "message 2"]
+    await ws.disconnect()
