@@ -24,6 +24,7 @@ urlpatterns = [
         name="pending-approvals",
     ),
     path("sessions/<str:session_id>/cancel", stream_views.session_cancel, name="session-cancel"),
+    path("sessions/<str:session_id>/events", stream_views.session_events, name="session-events"),
     path(
         "sessions/<str:session_id>/approvals/<str:call_id>/decision",
         approvals_api.approval_decision,

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -114,3 +115,45 @@ async def session_cancel(request: HttpRequest, session_id: str) -> HttpResponse:
     except ApplicationError as exc:
         return error_response(exc.status, exc.detail)
     return JsonResponse({"session_id": session_id, "cancelled": await turns.cancel(session_id)})
+
+
+async def session_events(
+    request: HttpRequest, session_id: str
+) -> HttpResponse | StreamingHttpResponse:
+    """GET /sessions/{id}/events: every chunk of the session, live, as SSE.
+
+    For HTTP-only clients what a WebSocket is for IDEs: it follows turns started by anyone
+    (another client, a staff decision, expiry), in any process, through the channel layer.
+    """
+    if request.method != "GET":
+        return error_response(405, "use GET")
+    try:
+        await database_sync_to_async(session_get)(session_id=session_id)
+    except ApplicationError as exc:
+        return error_response(exc.status, exc.detail)
+    response = StreamingHttpResponse(
+        group_stream(turns.group_name(session_id)), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+async def group_stream(group: str) -> AsyncIterator[bytes]:
+    layer = get_channel_layer()
+    assert layer is not None
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    try:
+        yield KEEPALIVE_FRAME  # headers and a first byte at once: the client knows it is live
+        while True:
+            try:
+                async with asyncio.timeout(settings.KEEPALIVE_SECONDS):
+                    event = await layer.receive(channel)
+            except TimeoutError:
+                yield KEEPALIVE_FRAME
+                continue
+            if event.get("type") == "session.chunk":
+                yield sse_frame(event["chunk"])
+    finally:
+        await layer.group_discard(group, channel)

@@ -644,3 +644,24 @@ async def test_a_late_resume_does_nothing_once_the_session_moved_on(stream, llm)
     await Turn(session_id="s1", emit=collect).resume(call_id="w")
     assert emitted == [] and len(llm.requests) == requests
     assert_strict(await history())
+
+
+async def test_an_http_client_can_follow_a_session_live(stream, llm):
+    from tests.conftest import parse_sse
+
+    await new_session(agent="coder")
+    response = await stream.client.get("/sessions/s1/events", headers=stream.headers)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/event-stream"
+    frames = response.streaming_content.__aiter__()
+    assert await frames.__anext__() == b": keepalive\n\n"  # live at once
+    llm.enqueue(fakellm.tool_calls([("c1", "read_file", '{"path": "a"}')], text_before="Look."))
+    await stream.send("s1", user("read a"))  # another client's turn
+    seen: list[dict[str, Any]] = []
+    while not (seen and seen[-1]["is_final"]):
+        seen += parse_sse(await asyncio.wait_for(frames.__anext__(), 5))
+    assert text_of(seen) == "Look."
+    assert seen[-1]["type"] == "tool_call" and seen[-1]["call_id"] == "c1"
+    await frames.aclose()
+    missing = await stream.client.get("/sessions/nope/events", headers=stream.headers)
+    assert missing.status_code == 404

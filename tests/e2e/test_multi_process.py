@@ -16,6 +16,7 @@ import pytest
 
 from tests import fakellm
 from tests.e2e.conftest import (
+    AUTH,
     Api,
     Stream,
     assert_strict,
@@ -223,3 +224,21 @@ async def test_a_decision_made_on_b_reaches_a_socket_on_a(a: Api, b: Api, fake: 
         done = await socket.turn(tool_result(cid, "written"))
     assert text_of(done) == "Written."
     assert_strict((await a.history(session))["messages"])
+
+
+async def test_an_events_stream_on_a_follows_a_turn_on_b(a: Api, b: Api, fake: Any) -> None:
+    session = await a.new_session(agent="coder")
+    fake.enqueue(fakellm.text("Followed over HTTP.", delay=0.02))
+    async with a.client.stream(
+        "GET", f"{a.url}/sessions/{session}/events", headers=AUTH
+    ) as response:
+        await check_stream_headers(response)
+        events = Stream(response=response, started=time.monotonic())
+        first = await asyncio.wait_for(events.next_frame(), 10)
+        assert first is not None and first.is_comment  # subscribed: the turn may start
+        sse = await b.send(session, user("hello from B"))
+        followed: list[dict[str, Any]] = []
+        while not (followed and followed[-1]["is_final"]):
+            followed.append(await asyncio.wait_for(events.next_chunk(), 15))
+    check_turn(followed)
+    assert text_of(followed) == text_of(sse) == "Followed over HTTP."
