@@ -8,7 +8,9 @@ from django.conf import settings
 from django.core.checks import Error, Tags, register
 
 
-@register(Tags.security, deploy=False)
+# A deployment check (`manage.py check --deploy`), so that migrate or createsuperuser work in a
+# fresh checkout; serving is refused outright by agent_runtime/asgi.py, which runs it itself.
+@register(Tags.security, deploy=True)
 def check_secrets(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     if settings.DEBUG:
         return []

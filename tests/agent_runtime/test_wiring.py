@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 from django.core.checks import run_checks
@@ -67,7 +70,44 @@ def test_it_refuses_default_secrets_with_debug_off(settings):
     settings.INTERNAL_API_KEY = settings.DEFAULT_INTERNAL_API_KEY
     ids = {e.id for e in check_secrets()}
     assert ids == {"agent_runtime.E001", "agent_runtime.E002"}
-    assert {"agent_runtime.E001", "agent_runtime.E002"} <= {e.id for e in run_checks()}
+    deploy = {e.id for e in run_checks(include_deployment_checks=True)}
+    assert {"agent_runtime.E001", "agent_runtime.E002"} <= deploy
+    # Not an ordinary check: migrate and createsuperuser must work in a fresh checkout.
+    assert "agent_runtime.E001" not in {e.id for e in run_checks()}
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DEBUG"))}
+    clean.pop("INTERNAL_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        cwd=settings_module_dir(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def settings_module_dir() -> str:
+    from django.conf import settings
+
+    return str(settings.BASE_DIR)
+
+
+def test_the_server_refuses_to_start_on_default_secrets():
+    refused = run_python("import agent_runtime.asgi", DEBUG="false")
+    assert refused.returncode != 0
+    assert "DJANGO_SECRET_KEY is the built-in development default" in refused.stderr
+    started = run_python(
+        "import agent_runtime.asgi",
+        DEBUG="false",
+        DJANGO_SECRET_KEY="a-real-secret-" * 4,
+        INTERNAL_API_KEY="a-real-key",
+    )
+    assert started.returncode == 0, started.stderr
+    assert run_python("import agent_runtime.asgi", DEBUG="true").returncode == 0
 
 
 def test_it_accepts_real_secrets_or_debug(settings):
