@@ -9,7 +9,6 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions as drf_exceptions
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 
@@ -87,10 +86,3 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 def ratelimited(request: HttpRequest, exception: Exception) -> JsonResponse:
     """RATELIMIT_VIEW: django-ratelimit's 403 is a 429 here."""
     return error_response(429, "rate limit exceeded", Retry_After="60")
-
-
-class AnyJSONParser(JSONParser):
-    """Bodies are JSON whatever their Content-Type says: ``curl -d`` sends form-encoded by
-    default, and a 415 helps nobody when the body is plain JSON."""
-
-    media_type = "*/*"

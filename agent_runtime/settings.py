@@ -183,8 +183,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "agent_runtime.errors.AnyJSONParser",
+        "agent_runtime.jsonbody.SafeJSONParser",
+        "agent_runtime.jsonbody.AnyJSONParser",
     ],
     "EXCEPTION_HANDLER": "agent_runtime.errors.exception_handler",
 }

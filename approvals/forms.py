@@ -9,6 +9,8 @@ from django import forms
 from django.conf import settings
 from django.core.validators import MaxLengthValidator
 
+from agent_runtime import jsonbody
+
 
 def pretty_arguments(arguments: Any) -> str:
     return json.dumps(arguments, indent=2, ensure_ascii=False)
@@ -51,8 +53,8 @@ class DecisionForm(forms.Form):
             self.add_error("arguments", "Edit needs the new arguments as a JSON object.")
             return cleaned
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
+            value = jsonbody.loads(raw)
+        except ValueError as exc:
             self.add_error("arguments", f"This is not valid JSON: {exc}.")
             return cleaned
         if not isinstance(value, dict):

@@ -12,6 +12,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from agent_runtime import jsonbody
 from agent_runtime.errors import ApplicationError
 from agent_runtime.middleware import key_is_valid
 from agents import turns
@@ -124,7 +125,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
         try:
-            return await super().decode_json(text_data)
+            return jsonbody.loads(text_data)
         except ValueError:
             return {"type": None, "__invalid__": "malformed JSON frame"}
 

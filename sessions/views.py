@@ -7,7 +7,6 @@ flushed at once, and a client that goes away cancels only this generator, never 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import is_ratelimited
 
+from agent_runtime import jsonbody
 from agent_runtime.errors import ApplicationError, error_response
 from agents import turns
 from agents.chunks import KEEPALIVE_FRAME, sse_frame
@@ -48,7 +48,7 @@ def _read_json(request: HttpRequest) -> Any:
             f"request body too large (limit {settings.MAX_REQUEST_BYTES} bytes)", status=413
         ) from None
     try:
-        return json.loads(raw or b"null")
+        return jsonbody.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApplicationError(f"malformed JSON body: {exc}") from None
 

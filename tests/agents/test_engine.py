@@ -665,3 +665,33 @@ async def test_an_http_client_can_follow_a_session_live(stream, llm):
     await frames.aclose()
     missing = await stream.client.get("/sessions/nope/events", headers=stream.headers)
     assert missing.status_code == 404
+
+
+async def test_deeply_nested_json_is_a_400_not_a_500(stream, llm):
+    await new_session(agent="coder")
+    nested = "[" * 100_000 + "]" * 100_000
+    response = await stream.client.post(
+        "/agent/message/stream",
+        f'{{"session_id": "s1", "message": {nested}}}',
+        content_type="application/json",
+        headers=stream.headers,
+    )
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]
+
+
+async def test_a_lone_surrogate_in_a_tool_result_is_stored_as_a_replacement(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(fakellm.tool_calls([("c1", "read_file", '{"path": "a"}')]), fakellm.text("ok"))
+    await stream.send("s1", user("read a"))
+    body = (
+        '{"session_id": "s1", "message": '
+        '{"type": "tool_result", "call_id": "c1", "result": "emoji cut \\ud83d here"}}'
+    )
+    response = await stream.client.post(
+        "/agent/message/stream", body, content_type="application/json", headers=stream.headers
+    )
+    assert response.status_code == 200
+    [part async for part in response.streaming_content]
+    messages = await history()
+    assert messages[2]["content"] == "emoji cut \ufffd here"

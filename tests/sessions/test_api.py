@@ -212,3 +212,15 @@ def test_it_takes_a_json_body_whatever_the_content_type(api):
     bad = api.post("/sessions", "session_id=x", content_type="application/x-www-form-urlencoded")
     assert bad.status_code == 400
     assert "JSON" in bad.json()["detail"]
+
+
+def test_it_refuses_deeply_nested_json_and_cleans_surrogates(api):
+    nested = "[" * 100_000 + "]" * 100_000
+    response = api.post("/sessions", nested, content_type="application/json")
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]
+    created = api.post(
+        "/sessions", '{"session_id": "u", "title": "cut \\ud83d"}', content_type="application/json"
+    )
+    assert created.status_code == 201
+    assert created.json()["title"] == "cut \ufffd"

@@ -299,3 +299,16 @@ async def test_frames_sent_back_to_back_run_in_order(llm):
     contents = await user_messages("w1")
     assert contents == ["message 0", "message 1", "message 2"]
     await ws.disconnect()
+
+
+async def test_a_deeply_nested_frame_gets_an_error_and_the_socket_lives(llm):
+    await new_session()
+    ws = socket()
+    await ws.connect()
+    await ws.send_to(text_data="[" * 100_000 + "]" * 100_000)
+    error = json.loads(await ws.receive_from(5))
+    assert error["type"] == "error" and "malformed JSON" in error["error"]
+    llm.enqueue(fakellm.text("still here"))
+    await ws.send_json_to({"type": "user_message", "content": "hi"})
+    assert text_of(await receive_turn(ws)) == "still here"
+    await ws.disconnect()
