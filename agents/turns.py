@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 db = database_sync_to_async
 
+FLUSH_SECONDS = 10.0
 _running: dict[str, asyncio.Task[None]] = {}  # this process's turns, by session
 _background: set[asyncio.Task[Any]] = set()  # strong references, so tasks are not collected
 
@@ -109,10 +110,14 @@ class Delivery:
                 return
 
     async def flush(self) -> None:
-        """Wait until every chunk has gone to the group."""
+        """Wait until every chunk has gone to the group (bounded: a stalled channel layer
+        must not keep the session locked or the caller's stream open)."""
         self.closed = True
         self.wakeup.set()
-        await self.sender
+        try:
+            await asyncio.wait_for(self.sender, FLUSH_SECONDS)
+        except TimeoutError:
+            logger.error("channel layer stalled; dropped chunks for %s", self.group)
 
     def finish(self) -> None:
         """Tell the caller's stream that the turn is over."""
@@ -230,12 +235,49 @@ async def submit(
             check()
         return accept(session_id, message, actor)
 
-    lease, plan = await locks.acquire(session_id, wait=wait, then=claimed)
+    claiming = asyncio.ensure_future(locks.acquire(session_id, wait=wait, then=claimed))
+    try:
+        lease, plan = await asyncio.shield(claiming)
+    except asyncio.CancelledError:
+        # The caller went away while its message was being claimed and stored. The claim
+        # finishes regardless; then the turn runs anyway (its result lands in the history),
+        # so the lease is never left held by nobody.
+        claiming.add_done_callback(_start_detached)
+        raise
     assert plan is not None
+    return _start(lease, plan, listener)
+
+
+def _start(
+    lease: locks.TurnLease, plan: tuple[str, dict[str, Any]], listener: asyncio.Queue[Any] | None
+) -> asyncio.Task[None]:
     kind, params = plan
     task = asyncio.create_task(_run(lease, kind, params, listener))
-    _running[session_id] = task
+    _running[lease.session_id] = task
+    task.add_done_callback(lambda done: _if_never_started(done, lease, listener))
     return task
+
+
+def _start_detached(claiming: asyncio.Future[Any]) -> None:
+    if claiming.cancelled() or claiming.exception() is not None:
+        return  # nothing was claimed (or it was released again): nothing to run
+    lease, plan = claiming.result()
+    _start(lease, plan, None)
+
+
+_started: set[asyncio.Task[Any]] = set()
+
+
+def _if_never_started(
+    task: asyncio.Task[None], lease: locks.TurnLease, listener: asyncio.Queue[Any] | None
+) -> None:
+    """A task cancelled before its first step never runs its own clean-up: do it here."""
+    if task in _started:
+        _started.discard(task)
+        return
+    if _running.get(lease.session_id) is task:
+        del _running[lease.session_id]
+    _spawn(_finish(lease, None, listener, why="The turn was cancelled."))
 
 
 async def _run(
@@ -243,6 +285,7 @@ async def _run(
 ) -> None:
     this = asyncio.current_task()
     assert this is not None
+    _started.add(this)
     heartbeat = asyncio.create_task(_heartbeat(lease, this))
     delivery: Delivery | None = None
     try:
@@ -262,10 +305,15 @@ async def _run(
         # caller's stream would never end and the session would stay locked.
         if _running.get(lease.session_id) is this:
             del _running[lease.session_id]
-        await asyncio.shield(_finish(lease, delivery))
+        await asyncio.shield(_finish(lease, delivery, listener))
 
 
-async def _finish(lease: locks.TurnLease, delivery: Delivery | None) -> None:
+async def _finish(
+    lease: locks.TurnLease,
+    delivery: Delivery | None,
+    listener: asyncio.Queue[Any] | None,
+    why: str = "The runtime could not run this turn.",
+) -> None:
     try:
         if delivery is not None:
             await delivery.flush()
@@ -275,6 +323,9 @@ async def _finish(lease: locks.TurnLease, delivery: Delivery | None) -> None:
     finally:
         if delivery is not None:
             delivery.finish()
+        elif listener is not None:  # the turn never got as far as its delivery
+            listener.put_nowait(error_chunk(why))
+            listener.put_nowait(None)
 
 
 async def _heartbeat(lease: locks.TurnLease, turn: asyncio.Task[None]) -> None:

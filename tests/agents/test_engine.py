@@ -695,3 +695,61 @@ async def test_a_lone_surrogate_in_a_tool_result_is_stored_as_a_replacement(stre
     [part async for part in response.streaming_content]
     messages = await history()
     assert messages[2]["content"] == "emoji cut \ufffd here"
+
+
+async def test_a_turn_cancelled_before_its_first_step_still_ends_its_stream(llm):
+    from agents import turns
+    from agents.messages import ClientMessage
+
+    await new_session(agent="coder")
+    listener: asyncio.Queue[Any] = asyncio.Queue()
+    task = await turns.submit(
+        "s1", ClientMessage(type="user_message", content="hi"), listener=listener
+    )
+    task.cancel()  # before the task ever ran
+    chunks = []
+    while (chunk := await asyncio.wait_for(listener.get(), 5)) is not None:
+        chunks.append(chunk)
+    assert [c["type"] for c in chunks] == ["error"]
+    assert turns.running_turns() == 0
+    for _ in range(50):
+        row = await sync_to_async(AgentSession.objects.get)(pk="s1")
+        if row.turn_owner == "":
+            break
+        await asyncio.sleep(0.02)
+    assert row.turn_owner == ""
+
+
+async def test_a_caller_leaving_during_the_claim_does_not_orphan_the_lease(llm):
+    import time as clock
+
+    from agents import turns
+    from agents.messages import ClientMessage
+
+    await new_session(agent="coder")
+    llm.enqueue(fakellm.text("Answered anyway."))
+    submitting = asyncio.create_task(
+        turns.submit(
+            "s1",
+            ClientMessage(type="user_message", content="hi"),
+            precheck=lambda: clock.sleep(0.3),  # a slow claim, running in the database thread
+        )
+    )
+    await asyncio.sleep(0.1)
+    submitting.cancel()  # the client hangs up mid-claim
+    with pytest.raises(asyncio.CancelledError):
+        await submitting
+    for _ in range(100):
+        if len(await history()) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert await history() == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Answered anyway."},
+    ]
+    for _ in range(50):
+        row = await sync_to_async(AgentSession.objects.get)(pk="s1")
+        if row.turn_owner == "":
+            break
+        await asyncio.sleep(0.02)
+    assert row.turn_owner == ""
