@@ -149,7 +149,12 @@ class Turn:
             budget=settings.LLM_CONTEXT_CHARS - len(spec.prompt),
             tool_output_limit=settings.LLM_TOOL_OUTPUT_CHARS,
         )
-        messages = [{"role": "system", "content": spec.prompt}, *history]
+        prompt = spec.prompt
+        if history and history[0]["role"] == "system":  # the note on what was left out
+            # Folded into the one system message: some servers refuse a second one.
+            prompt = f"{prompt}\n\n{history[0]['content']}"
+            history = history[1:]
+        messages = [{"role": "system", "content": prompt}, *history]
         tools = tool_specs(spec.tools) or None
         started = time.monotonic()
         parts: list[str] = []

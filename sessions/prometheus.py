@@ -22,14 +22,19 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _number(value: float) -> str:
+    # Whole numbers exactly: "{:g}" would print 12345679 as 1.23457e+07.
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _family(name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> list[str]:
     lines = [f"# HELP agent_runtime_{name} {help_text}", f"# TYPE agent_runtime_{name} {kind}"]
     for labels, value in samples:
         text = ",".join(f'{key}="{_escape(val)}"' for key, val in labels.items())
         lines.append(
-            f"agent_runtime_{name}{{{text}}} {value:g}"
+            f"agent_runtime_{name}{{{text}}} {_number(value)}"
             if text
-            else f"agent_runtime_{name} {value:g}"
+            else f"agent_runtime_{name} {_number(value)}"
         )
     return lines
 

@@ -144,16 +144,22 @@ async def group_stream(group: str) -> AsyncIterator[bytes]:
     assert layer is not None
     channel = await layer.new_channel()
     await layer.group_add(group, channel)
+    # One receive() for the whole stream, never cancelled by a keepalive: channels_redis drops
+    # what it had fetched for a receive that is cancelled.
+    receiving: asyncio.Future[Any] | None = None
     try:
         yield KEEPALIVE_FRAME  # headers and a first byte at once: the client knows it is live
         while True:
-            try:
-                async with asyncio.timeout(settings.KEEPALIVE_SECONDS):
-                    event = await layer.receive(channel)
-            except TimeoutError:
+            if receiving is None:
+                receiving = asyncio.ensure_future(layer.receive(channel))
+            done, _ = await asyncio.wait({receiving}, timeout=settings.KEEPALIVE_SECONDS)
+            if not done:
                 yield KEEPALIVE_FRAME
                 continue
+            event, receiving = receiving.result(), None
             if event.get("type") == "session.chunk":
                 yield sse_frame(event["chunk"])
     finally:
+        if receiving is not None:
+            receiving.cancel()
         await layer.group_discard(group, channel)

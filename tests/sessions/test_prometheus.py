@@ -22,7 +22,9 @@ def test_it_exposes_the_counters_in_text_format(anon, make_session):
         session=session, call_id="c1", tool_name="read_file", status="completed"
     )
     Approval.objects.create(session=session, call_id="c2", tool_name="write_file")
-    LLMRequest.objects.create(session_id="p", agent="coder", duration_ms=7, prompt_tokens=3)
+    LLMRequest.objects.create(
+        session_id="p", agent="coder", duration_ms=7, prompt_tokens=12_345_678, completion_tokens=1
+    )
     audit_record(event_type="error", session_id="p", agent="coder", error_type='Odd"Type')
     response = anon.get("/metrics")
     assert response.status_code == 200
@@ -34,6 +36,7 @@ def test_it_exposes_the_counters_in_text_format(anon, make_session):
     assert 'agent_runtime_agent_runs_total{agent="coder",outcome="success"} 1' in body
     assert 'agent_runtime_errors_total{agent="coder",type="Odd\\"Type"} 1' in body
     assert "agent_runtime_approvals_pending 1" in body
+    assert "agent_runtime_llm_tokens_total 12345679" in body  # exact, not 1.23457e+07
     assert "agent_runtime_turns_running 0" in body
     assert "agent_runtime_circuit_breaker_open 0" in body
 
