@@ -4,26 +4,38 @@ from __future__ import annotations
 
 import logging
 
+from django_q.tasks import async_task
+
 from agents.turns import resume_after_decision
 from approvals.services import approvals_expire
 
 logger = logging.getLogger(__name__)
 
 
-def expire_approvals() -> int:
+def expire_approvals(*, inline: bool = False) -> int:
     """Expire stale pending approvals, then let each session's agent carry on.
 
-    One session that cannot continue (busy, deleted meanwhile, the model down) must not stop
-    the others: its failure is logged and the next one goes ahead.
+    Each session continues in a task of its own (a model turn can take a while, and one
+    session that cannot continue must not hold up the rest); ``inline`` runs them here, one
+    after another, for the management command.
     """
     expired = approvals_expire()
     for approval in expired:
-        try:
-            resume_after_decision(session_id=approval.session_id, call_id=approval.call_id)
-        except Exception:
-            logger.exception(
-                "session %s did not continue after approval %s expired",
+        if inline:
+            resume_session(approval.session_id, approval.call_id)
+        else:
+            async_task(
+                "approvals.tasks.resume_session",
                 approval.session_id,
                 approval.call_id,
+                group="resume-after-decision",
             )
     return len(expired)
+
+
+def resume_session(session_id: str, call_id: str) -> None:
+    """Continue one session after a decision; a failure is logged, never raised further."""
+    try:
+        resume_after_decision(session_id=session_id, call_id=call_id)
+    except Exception:
+        logger.exception("session %s did not continue after call %s", session_id, call_id)

@@ -262,9 +262,29 @@ def test_expiry_skips_deleted_sessions_and_keeps_going(settings):
     pending("live", "l1")
     session_delete(session=AgentSession.objects.get(pk="gone"))
     Approval.objects.update(created_at=timezone.now() - timedelta(days=2))
-    assert expire_approvals() == 1
+    assert expire_approvals(inline=True) == 1
     assert Approval.objects.get(call_id="g1").status == "cancelled"  # closed by the delete
     assert Approval.objects.get(call_id="l1").status == "expired"
     # The live session's agent carried on (the demo model answered the expiry).
     last = Message.objects.filter(session_id="live").order_by("-seq").first()
     assert last is not None and last.role == "assistant"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_scheduled_expiry_queues_one_task_per_session():
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    from approvals.tasks import expire_approvals, resume_session
+
+    pending("a1", "c1")
+    pending("a2", "c2")
+    Approval.objects.update(created_at=timezone.now() - timedelta(days=2))
+    assert expire_approvals() == 2
+    queued = [SignedPackage.loads(row.payload) for row in OrmQ.objects.all()]
+    assert sorted(task["args"] for task in queued) == [("a1", "c1"), ("a2", "c2")]
+    assert {task["func"] for task in queued} == {"approvals.tasks.resume_session"}
+    resume_session("a1", "c1")  # what the worker runs
+    last = Message.objects.filter(session_id="a1").order_by("-seq").first()
+    assert last is not None and last.role == "assistant"
+    resume_session("missing", "c9")  # a failure is logged, not raised

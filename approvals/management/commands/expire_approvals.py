@@ -21,7 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, for_real: bool, **options: Any) -> None:
         age = settings.APPROVAL_TTL_SECONDS
         if for_real:
-            count = expire_approvals()
+            count = expire_approvals(inline=True)
             self.stdout.write(f"expired {count} approval(s) pending longer than {age} s")
         else:
             stale = approvals_expire(older_than=timedelta(seconds=age), for_real=False)
