@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from agents.models import AgentSwitch, ToolCall
+from agents.models import AgentSwitch
 from approvals.models import Approval
 from sessions.models import AgentSession, AuditEvent, LLMRequest, Message
 
@@ -42,11 +42,23 @@ def llm_messages(*, session_id: str) -> list[dict[str, Any]]:
     return [m.to_openai() for m in Message.objects.filter(session_id=session_id).order_by("seq")]
 
 
+def _audit_counts(event_type: str, *keys: str) -> list[dict[str, Any]]:
+    """Audit events of one type, counted by keys of their data."""
+    fields = [f"data__{key}" for key in keys]
+    rows = AuditEvent.objects.filter(event_type=event_type).values(*fields).annotate(n=Count("id"))
+    return [{**{key: row[f"data__{key}"] for key in keys}, "n": row["n"]} for row in rows]
+
+
 def event_metrics() -> dict[str, Any]:
-    """The [compat] counters of GET /events/metrics, all computed from persisted rows."""
+    """The [compat] counters of GET /events/metrics, all computed from persisted rows.
+
+    They are counted from the audit log and LLM usage, which the purge keeps, so a counter
+    never goes down when old sessions (and their switches, calls and approvals) are deleted.
+    """
     switches: dict[str, int] = {}
-    for row in AgentSwitch.objects.values("from_agent", "to_agent").annotate(n=Count("id")):
-        switches[f"{row['from_agent']}_to_{row['to_agent']}"] = row["n"]
+    for row in _audit_counts(AuditEvent.Type.AGENT_SWITCHED, "from_agent", "to_agent"):
+        key = f"{row['from_agent']}_to_{row['to_agent']}"
+        switches[key] = switches.get(key, 0) + row["n"]
 
     # One row per model call of a turn: the agents' processing counters.
     processing: dict[str, dict[str, int]] = {}
@@ -63,14 +75,20 @@ def event_metrics() -> dict[str, Any]:
         processing[row.pop("agent")] = row
 
     tools: dict[str, dict[str, int]] = {}
-    for row in ToolCall.objects.values("tool_name").annotate(
-        requested=Count("id"),
-        completed=Count("id", filter=Q(status=ToolCall.Status.COMPLETED)),
-        failed=Count("id", filter=Q(status__in=[ToolCall.Status.FAILED, ToolCall.Status.REFUSED])),
-        requires_approval=Count("id", filter=Q(requires_approval=True)),
-    ):
-        name = row.pop("tool_name")
-        tools[name] = row
+    outcomes = {
+        AuditEvent.Type.TOOL_REQUESTED: "requested",
+        AuditEvent.Type.TOOL_COMPLETED: "completed",
+        AuditEvent.Type.TOOL_FAILED: "failed",
+        AuditEvent.Type.TOOL_REFUSED: "failed",
+        AuditEvent.Type.APPROVAL_REQUESTED: "requires_approval",
+    }
+    for event_type, outcome in outcomes.items():
+        for row in _audit_counts(event_type, "tool_name"):
+            entry = tools.setdefault(
+                str(row["tool_name"]),
+                {"requested": 0, "completed": 0, "failed": 0, "requires_approval": 0},
+            )
+            entry[outcome] += row["n"]
 
     decisions: dict[str, dict[str, int]] = {}
     decided = {
@@ -78,13 +96,12 @@ def event_metrics() -> dict[str, Any]:
         Approval.Status.EDITED: "edit",
         Approval.Status.REJECTED: "reject",
     }
-    for row in (
-        Approval.objects.filter(status__in=list(decided))
-        .values("tool_name", "status")
-        .annotate(n=Count("id"))
-    ):
-        entry = decisions.setdefault(row["tool_name"], {"approve": 0, "edit": 0, "reject": 0})
-        entry[decided[row["status"]]] += row["n"]
+    for row in _audit_counts(AuditEvent.Type.HITL_DECISION, "tool_name", "decision"):
+        if row["decision"] in decided:
+            entry = decisions.setdefault(
+                str(row["tool_name"]), {"approve": 0, "edit": 0, "reject": 0}
+            )
+            entry[decided[row["decision"]]] += row["n"]
 
     errors: dict[str, dict[str, int]] = {}
     for row in (

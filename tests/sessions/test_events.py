@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.models import ToolCall
-from approvals.models import Approval
 from sessions.models import LLMRequest
-from sessions.services import audit_record
 
 pytestmark = pytest.mark.django_db
 
@@ -21,37 +18,55 @@ def test_it_serves_empty_metrics_with_the_compat_shape(api):
     assert all(value == {} for value in data["metrics"].values())
 
 
-def test_it_counts_what_is_persisted(api, make_session):
-    session = make_session("m")
+def test_it_counts_what_happened_and_never_goes_down(api, make_session):
+    from agents.llm import Completion
+    from agents.llm import ToolCall as ModelCall
+    from agents.services import completion_record, tool_queue_step, tool_result_accept
+    from approvals.services import approval_decide
+    from sessions.models import AgentSession
+
+    make_session("m")
     api.post("/agents/m/switch", {"target_agent": "coder"}, format="json")
-    LLMRequest.objects.create(session_id="m", agent="coder", duration_ms=12)
-    LLMRequest.objects.create(session_id="m", agent="coder", duration_ms=8, success=False)
-    LLMRequest.objects.create(session_id="m", agent="orchestrator", purpose="classify")
-    audit_record(event_type="error", session_id="m", agent="coder", error_type="LLMTimeout")
-    audit_record(event_type="error", session_id="m", agent="coder", error_type="LLMTimeout")
-    ToolCall.objects.create(
-        session=session, call_id="c1", tool_name="read_file", status="completed"
+    reply = Completion(
+        text="",
+        tool_calls=[
+            ModelCall("c1", "read_file", '{"path": "a"}'),
+            ModelCall("c2", "write_file", '{"path": "b", "content": "x"}'),
+        ],
+        usage=None,
+        finish_reason="tool_calls",
     )
-    ToolCall.objects.create(
-        session=session, call_id="c2", tool_name="write_file", status="awaiting_approval",
-        requires_approval=True,
-    )  # fmt: skip
-    Approval.objects.create(
-        session=session, call_id="c2", tool_name="write_file", status="edited",
-        decided_at="2026-01-01T00:00:00Z",
-    )  # fmt: skip
+    llm = {"purpose": "turn", "provider": "test", "duration_ms": 12, "success": True, "error": ""}
+    completion_record(session_id="m", agent="coder", completion=reply, partial_text="", llm=llm)
+    failed = {**llm, "duration_ms": 8, "success": False, "error": "x", "error_type": "LLMTimeout"}
+    completion_record(session_id="m", agent="coder", completion=None, partial_text="", llm=failed)
+    LLMRequest.objects.create(session_id="m", agent="orchestrator", purpose="classify")
+    tool_queue_step(session_id="m")  # c1 goes out
+    tool_result_accept(session_id="m", call_id="c1", result="ok", error=None)
+    tool_queue_step(session_id="m")  # c2 waits for a human
+    approval_decide(
+        session_id="m",
+        call_id="c2",
+        decision="edit",
+        modified_arguments={"path": "c", "content": "y"},
+        decided_by_kind="staff",
+        decided_by="staff:x",
+    )
     metrics = api.get("/events/metrics").json()["metrics"]
     assert metrics["agent_switches"] == {"orchestrator_to_coder": 1}
     assert metrics["agent_processing"]["coder"] == {
         "count": 2, "total_duration_ms": 20, "success_count": 1, "failure_count": 1,
     }  # fmt: skip
-    assert metrics["tool_executions"]["read_file"] == {
-        "requested": 1, "completed": 1, "failed": 0, "requires_approval": 0,
-    }  # fmt: skip
-    assert metrics["tool_executions"]["write_file"]["requires_approval"] == 1
-    assert metrics["hitl_decisions"] == {"write_file": {"approve": 0, "edit": 1, "reject": 0}}
-    assert metrics["errors"] == {"coder": {"LLMTimeout": 2}}
     assert "orchestrator" not in metrics["agent_processing"]  # routing is not a turn
+    assert metrics["tool_executions"] == {
+        "read_file": {"requested": 1, "completed": 1, "failed": 0, "requires_approval": 0},
+        "write_file": {"requested": 1, "completed": 0, "failed": 0, "requires_approval": 1},
+    }
+    assert metrics["hitl_decisions"] == {"write_file": {"approve": 0, "edit": 1, "reject": 0}}
+    assert metrics["errors"] == {"coder": {"LLMTimeout": 1}}
+    # Purging the session deletes its calls, approvals and switches: counters must not drop.
+    AgentSession.objects.filter(pk="m").delete()
+    assert api.get("/events/metrics").json()["metrics"] == metrics
 
 
 def test_it_filters_the_audit_log(api, make_session):

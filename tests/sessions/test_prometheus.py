@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from agents.models import ToolCall
 from approvals.models import Approval
 from sessions.models import LLMRequest
 from sessions.services import audit_record
@@ -18,9 +17,8 @@ LINE = re.compile(r'^agent_runtime_[a-z_]+(\{([a-z_]+="([^"\\]|\\.)*",?)*\})? -?
 
 def test_it_exposes_the_counters_in_text_format(anon, make_session):
     session = make_session("p")
-    ToolCall.objects.create(
-        session=session, call_id="c1", tool_name="read_file", status="completed"
-    )
+    audit_record(event_type="tool_requested", session_id="p", tool_name="read_file")
+    audit_record(event_type="tool_completed", session_id="p", tool_name="read_file")
     Approval.objects.create(session=session, call_id="c2", tool_name="write_file")
     LLMRequest.objects.create(
         session_id="p", agent="coder", duration_ms=7, prompt_tokens=12_345_678, completion_tokens=1
