@@ -458,3 +458,11 @@ def resume_step(*, session_id: str, call_id: str) -> dict[str, Any] | str | None
     if moved_on or ToolCall.objects.for_session(session_id).outstanding().exists():
         return None
     return "advance"
+
+
+def outstanding_chunks(*, session_id: str) -> list[dict[str, Any]]:
+    """The tool_call chunks still waiting on the IDE or a human, oldest first: what a client
+    that (re)connects asks for with ``?replay=outstanding`` (a call approved while no socket
+    was connected would otherwise reach nobody)."""
+    calls = ToolCall.objects.for_session(session_id).outstanding().order_by("id")
+    return [call_chunk(call) for call in calls]

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -18,6 +18,7 @@ from agent_runtime.middleware import key_is_valid
 from agents import turns
 from agents.chunks import dumps, error_chunk
 from agents.messages import ClientMessage, parse_message
+from agents.services import outstanding_chunks
 from sessions.services import session_get
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ def authorized(scope: Mapping[str, Any]) -> bool:
         return False
     netloc = urlsplit(origin).netloc
     return netloc == headers.get("host") or origin in settings.CSRF_TRUSTED_ORIGINS
+
+
+def wants_replay(query: str) -> bool:
+    return "outstanding" in parse_qs(query).get("replay", [])
 
 
 def connection_actor(scope: Mapping[str, Any]) -> turns.Actor | None:
@@ -75,6 +80,11 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         self.inbox: asyncio.Queue[ClientMessage | None] = asyncio.Queue()
         self.worker = asyncio.create_task(self._work())
         await self.accept()
+        if wants_replay(self.scope.get("query_string", b"").decode()):
+            for chunk in await database_sync_to_async(outstanding_chunks)(
+                session_id=self.session_id
+            ):
+                await self.send_chunk(chunk)
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):

@@ -23,6 +23,7 @@ from agent_runtime.errors import ApplicationError, error_response
 from agents import turns
 from agents.chunks import KEEPALIVE_FRAME, sse_frame
 from agents.messages import parse_request
+from agents.services import outstanding_chunks
 from sessions.services import session_get, validate_session_id_or_404
 
 
@@ -132,16 +133,18 @@ async def session_events(
     except ApplicationError as exc:
         return error_response(exc.status, exc.detail)
     response = StreamingHttpResponse(
-        group_stream(turns.group_name(session_id)), content_type="text/event-stream"
+        group_stream(session_id, replay=request.GET.get("replay") == "outstanding"),
+        content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
 
 
-async def group_stream(group: str) -> AsyncIterator[bytes]:
+async def group_stream(session_id: str, *, replay: bool) -> AsyncIterator[bytes]:
     layer = get_channel_layer()
     assert layer is not None
+    group = turns.group_name(session_id)
     channel = await layer.new_channel()
     await layer.group_add(group, channel)
     # One receive() for the whole stream, never cancelled by a keepalive: channels_redis drops
@@ -149,6 +152,9 @@ async def group_stream(group: str) -> AsyncIterator[bytes]:
     receiving: asyncio.Future[Any] | None = None
     try:
         yield KEEPALIVE_FRAME  # headers and a first byte at once: the client knows it is live
+        if replay:  # read after subscribing, so nothing falls between the two
+            for chunk in await database_sync_to_async(outstanding_chunks)(session_id=session_id):
+                yield sse_frame(chunk)
         while True:
             if receiving is None:
                 receiving = asyncio.ensure_future(layer.receive(channel))

@@ -754,3 +754,19 @@ async def test_a_caller_leaving_during_the_claim_does_not_orphan_the_lease(llm):
             break
         await asyncio.sleep(0.02)
     assert row.turn_owner == ""
+
+
+async def test_the_events_stream_can_replay_outstanding_calls(stream, llm):
+    from tests.conftest import parse_sse
+
+    await new_session(agent="coder")
+    llm.enqueue(fakellm.tool_calls([("c1", "read_file", '{"path": "a"}')]))
+    await stream.send("s1", user("read a"))
+    response = await stream.client.get(
+        "/sessions/s1/events?replay=outstanding", headers=stream.headers
+    )
+    frames = response.streaming_content.__aiter__()
+    assert await frames.__anext__() == b": keepalive\n\n"
+    (call,) = parse_sse(await asyncio.wait_for(frames.__anext__(), 5))
+    assert call["type"] == "tool_call" and call["call_id"] == "c1"
+    await frames.aclose()

@@ -312,3 +312,25 @@ async def test_a_deeply_nested_frame_gets_an_error_and_the_socket_lives(llm):
     await ws.send_json_to({"type": "user_message", "content": "hi"})
     assert text_of(await receive_turn(ws)) == "still here"
     await ws.disconnect()
+
+
+async def test_a_reconnecting_ide_can_ask_for_calls_released_while_it_was_away(llm):
+    await new_session()
+    ide = await ask_for_approval(llm)  # execute_command e1 waits for a human
+    await ide.disconnect()
+    await sync_to_async(decide_like_the_admin)(decision="approve")  # nobody is connected
+    plain = socket()
+    assert (await plain.connect())[0]
+    assert await plain.receive_nothing(0.2)  # no replay unless asked: never run a call twice
+    await plain.disconnect()
+    replaying = WebsocketCommunicator(
+        websocket_application,
+        "/ws/w1?replay=outstanding",
+        headers=[(b"x-internal-auth", settings.INTERNAL_API_KEY.encode())],
+    )
+    assert (await replaying.connect())[0]
+    (call,) = [json.loads(await replaying.receive_from(5))]
+    assert call["type"] == "tool_call" and call["call_id"] == "e1"
+    assert call["requires_approval"] is False and call["is_final"] is True
+    assert await replaying.receive_nothing(0.1)
+    await replaying.disconnect()
