@@ -18,7 +18,7 @@ from django.conf import settings
 
 from agent_runtime.errors import ApplicationError
 from agents import services
-from agents.chunks import error_chunk, switched_chunk, token_chunk
+from agents.chunks import error_chunk, token_chunk
 from agents.context import fit_history
 from agents.llm import Completion, Done, LLMError, LLMProvider, get_provider
 from agents.registry import get_agent
@@ -95,15 +95,7 @@ class Turn:
             session=self.session_id, to_agent=agent, reason=reason, confidence=confidence
         )
         if switch is not None:
-            await self.emit(
-                switched_chunk(
-                    from_agent=switch.from_agent,
-                    to_agent=switch.to_agent,
-                    reason=switch.reason,
-                    confidence=switch.confidence,
-                    is_final=False,
-                )
-            )
+            await self.emit(switch.to_chunk(is_final=False))
 
     async def agent_loop(self, preloaded: tuple[str, list[dict[str, Any]]] | None = None) -> None:
         while True:

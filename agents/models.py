@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.chunks import switched_chunk
 from sessions.models import AgentSession
 
 
@@ -54,6 +55,16 @@ class AgentSwitch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_agent} → {self.to_agent}"
+
+    def to_chunk(self, *, is_final: bool) -> dict[str, Any]:
+        """The ``agent_switched`` chunk announcing this switch."""
+        return switched_chunk(
+            from_agent=self.from_agent,
+            to_agent=self.to_agent,
+            reason=self.reason,
+            confidence=self.confidence,
+            is_final=is_final,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

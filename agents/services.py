@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agent_runtime.errors import ApplicationError, Conflict, NotFound
-from agents.chunks import switched_chunk, tool_call_chunk
+from agents.chunks import tool_call_chunk
 from agents.llm import Completion
 from agents.models import AgentContext, AgentSwitch, ToolCall
 from agents.policy import InvalidArguments, get_policy, parse_arguments
@@ -358,16 +358,7 @@ def _switch_mode(*, session_id: str, call: ToolCall, arguments: dict[str, Any]) 
     call.save(update_fields=["status", "completed_at"])
     if switch is None:
         return None
-    return Emit(
-        chunk=switched_chunk(
-            from_agent=switch.from_agent,
-            to_agent=switch.to_agent,
-            reason=switch.reason,
-            confidence=switch.confidence,
-            is_final=False,
-        ),
-        ends_turn=False,
-    )
+    return Emit(chunk=switch.to_chunk(is_final=False), ends_turn=False)
 
 
 def tool_queue_step(*, session_id: str) -> Emit | None | bool:

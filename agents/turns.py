@@ -158,13 +158,7 @@ def accept(
             _, switch = services.agent_switch(
                 session=session_id, to_agent=message.agent_type, reason="requested by the client"
             )
-            switched = switch and switched_chunk(
-                from_agent=switch.from_agent,
-                to_agent=switch.to_agent,
-                reason=switch.reason,
-                confidence=switch.confidence,
-                is_final=False,
-            )
+            switched = switch and switch.to_chunk(is_final=False)
         # Loaded here, in the same database call, so the model is asked without another trip.
         agent, history = services.turn_llm_input(session_id=session_id)
         return "user_message", {
@@ -204,12 +198,15 @@ def accept(
         to_agent=message.agent_type or "",
         reason=message.reason or "explicit switch",
     )
+    if switch is not None:
+        return "switched", {"chunk": switch.to_chunk(is_final=True)}
+    already = context.current_agent
     return "switched", {
         "chunk": switched_chunk(
-            from_agent=switch.from_agent if switch else context.current_agent,
-            to_agent=context.current_agent,
-            reason=switch.reason if switch else "already the current agent",
-            confidence=switch.confidence if switch else None,
+            from_agent=already,
+            to_agent=already,
+            reason="already the current agent",
+            confidence=None,
             is_final=True,
         )
     }
@@ -244,7 +241,6 @@ async def submit(
         # so the lease is never left held by nobody.
         claiming.add_done_callback(_start_detached)
         raise
-    assert plan is not None
     return _start(lease, plan, listener)
 
 

@@ -92,14 +92,12 @@ def revoke(session_id: str) -> bool:
 _BUSY = object()
 
 
-def _claim_then(session_id: str, token: str, then: Callable[[], T] | None) -> Any:
+def _claim_then(session_id: str, token: str, then: Callable[[], T]) -> Any:
     """One database round trip: claim the lease and, if that worked, run ``then`` under it."""
     if not try_claim(session_id, token):
         if not AgentSession.objects.live().filter(pk=session_id).exists():
             raise NotFound(f"session {session_id!r} not found")
         return _BUSY
-    if then is None:
-        return None
     try:
         # All or nothing: a refusal half-way (a switch over the cap, say) writes nothing.
         with transaction.atomic():
@@ -109,9 +107,7 @@ def _claim_then(session_id: str, token: str, then: Callable[[], T] | None) -> An
         raise
 
 
-async def acquire(
-    session_id: str, *, wait: bool, then: Callable[[], T] | None = None
-) -> tuple[TurnLease, T | None]:
+async def acquire(session_id: str, *, wait: bool, then: Callable[[], T]) -> tuple[TurnLease, T]:
     """Claim the session's turn, waiting up to TURN_LOCK_WAIT_SECONDS unless ``wait`` is off.
 
     ``then`` runs in the same database call once the lease is held (it is released again if
