@@ -182,18 +182,9 @@ class Turn:
         started: float,
         failure: LLMError | None,
     ) -> None:
-        usage = completion.usage if completion else None
-        llm = {
-            "purpose": "turn",
-            "provider": self.provider.label,
-            "model": settings.LLM_MODEL if settings.LLM_BASE_URL else "demo",
-            "duration_ms": int((time.monotonic() - started) * 1000),
-            "success": failure is None,
-            "error": str(failure)[:500] if failure else "",
-            "error_type": type(failure).__name__ if failure else "",
-            "prompt_tokens": usage.prompt_tokens if usage else 0,
-            "completion_tokens": usage.completion_tokens if usage else 0,
-        }
+        error = str(failure)[:500] if failure else ""
+        llm = self._usage("turn", started, completion, error, success=failure is None)
+        llm["error_type"] = type(failure).__name__ if failure else ""
         await db(services.completion_record)(
             session_id=self.session_id,
             agent=agent,
@@ -201,6 +192,28 @@ class Turn:
             partial_text="".join(parts),
             llm=llm,
         )
+
+    def _usage(
+        self,
+        purpose: str,
+        started: float,
+        completion: Completion | None,
+        error: str,
+        *,
+        success: bool,
+    ) -> dict[str, Any]:
+        """The LLMRequest row of one model call: what it cost and how it went."""
+        usage = completion.usage if completion else None
+        return {
+            "purpose": purpose,
+            "provider": self.provider.label,
+            "model": settings.LLM_MODEL if settings.LLM_BASE_URL else "demo",
+            "duration_ms": int((time.monotonic() - started) * 1000),
+            "success": success,
+            "error": error,
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+        }
 
     # --- routing ----------------------------------------------------------------------------
 
@@ -227,19 +240,9 @@ class Turn:
                 reasoning=f"{keyword.reasoning} (keyword fallback: the classifier failed)",
             )
             completion = None
-        usage = completion.usage if completion else None
         await db(services.classification_record)(
             session_id=self.session_id,
-            llm={
-                "purpose": "classify",
-                "provider": self.provider.label,
-                "model": settings.LLM_MODEL if settings.LLM_BASE_URL else "demo",
-                "duration_ms": int((time.monotonic() - started) * 1000),
-                "success": not error,
-                "error": error,
-                "prompt_tokens": usage.prompt_tokens if usage else 0,
-                "completion_tokens": usage.completion_tokens if usage else 0,
-            },
+            llm=self._usage("classify", started, completion, error, success=not error),
         )
         return route
 

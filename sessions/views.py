@@ -72,7 +72,12 @@ async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpRe
         )
     except ApplicationError as exc:
         return error_response(exc.status, exc.detail, **exc.headers)
-    response = StreamingHttpResponse(sse_stream(listener), content_type="text/event-stream")
+    return sse_response(sse_stream(listener))
+
+
+def sse_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """[compat] §3.1: the headers every event stream carries."""
+    response = StreamingHttpResponse(frames, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
@@ -132,13 +137,7 @@ async def session_events(
         await database_sync_to_async(session_get)(session_id=session_id)
     except ApplicationError as exc:
         return error_response(exc.status, exc.detail)
-    response = StreamingHttpResponse(
-        group_stream(session_id, replay=request.GET.get("replay") == "outstanding"),
-        content_type="text/event-stream",
-    )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    return sse_response(group_stream(session_id, replay=request.GET.get("replay") == "outstanding"))
 
 
 async def group_stream(session_id: str, *, replay: bool) -> AsyncIterator[bytes]:
