@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -9,6 +11,16 @@ from rest_framework.test import APIClient
 
 from sessions.models import AgentSession
 from sessions.services import message_append, session_create
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> None:
+    """A PostgreSQL test database of this run's own, so two suites can share one server
+    (pytest-django would otherwise give every run the same ``test_<name>``)."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.sqlite3":
+        unique = f"test_{database['NAME']}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        database.setdefault("TEST", {})["NAME"] = unique
 
 
 @pytest.fixture(autouse=True)
