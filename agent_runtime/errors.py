@@ -16,23 +16,33 @@ class ApplicationError(Exception):
     """A failure the caller caused or must know about, with an English ``detail``."""
 
     status = 400
+    code = "bad_request"  # a machine word for clients (an error chunk's metadata.code)
 
     def __init__(
-        self, detail: str, *, status: int | None = None, headers: dict[str, str] | None = None
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
         if status is not None:
             self.status = status
+        if code is not None:
+            self.code = code
 
 
 class NotFound(ApplicationError):
     status = 404
+    code = "not_found"
 
 
 class Conflict(ApplicationError):
     status = 409
+    code = "conflict"
 
 
 def error_response(status: int, detail: str, **headers: str) -> JsonResponse:

@@ -8,6 +8,7 @@ a local-memory cache and the built-in demo model. The README documents every var
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -110,15 +111,43 @@ SQLITE_OPTIONS = {
     "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
 }
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-# Connections are kept (and health-checked) between requests: opening one per database call
-# costs more than the call, and closing SQLite's last connection checkpoints the WAL each time.
-DATABASES = {
-    "default": dj_database_url.parse(
-        DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
-    )
-}
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_health_checks=True)}
+# PostgreSQL: one bounded pool per server process (psycopg's, built into Django). A connection
+# is taken for each database call and given back right after it, so however many turns, event
+# streams and sockets are open, a process holds at most DB_POOL_MAX_SIZE connections, and none
+# while it waits on the model, a human or a socket. Sizing: README, "Sizing PostgreSQL".
+# django-q2's cluster forks its workers, and a pool (its connections and threads) does not
+# survive a fork: its few processes keep one plain connection each.
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 20)
+_FORKING_COMMANDS = {"qcluster", "runqcluster"}
+USES_POOL = (
+    DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    and DB_POOL_MAX_SIZE > 0
+    and not (len(sys.argv) > 1 and sys.argv[1] in _FORKING_COMMANDS)
+)
+if USES_POOL:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them; Django must give them back
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": min(2, DB_POOL_MAX_SIZE),
+            "max_size": DB_POOL_MAX_SIZE,
+            # How long a database call waits for a free connection before it fails.
+            "timeout": env_float("DB_POOL_TIMEOUT", 5.0),
+            "max_idle": 60.0,  # idle connections above min_size close after a minute
+            "name": "agent-runtime",
+        }
+    }
+else:
+    # Kept (and health-checked) between requests: opening one per database call costs more
+    # than the call, and closing SQLite's last connection checkpoints the WAL each time.
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = dict(SQLITE_OPTIONS)
+else:
+    # An unreachable server fails a call within seconds instead of hanging it.
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+# A turn's database calls retry through an outage this long before the client gets an error.
+DB_RETRY_SECONDS = env_float("DB_RETRY_SECONDS", 10.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, cache, task queue --------------------------------------------------

@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from agent_runtime.errors import ApplicationError
@@ -24,11 +23,11 @@ from agents.llm import Completion, Done, LLMError, LLMProvider, get_provider
 from agents.registry import get_agent
 from agents.routing import CLASSIFIER_PROMPT, Route, parse_classification, route_by_keywords
 from agents.tools import tool_specs
+from sessions.db import durable
 
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
-db = database_sync_to_async
 
 
 class Turn:
@@ -37,6 +36,8 @@ class Turn:
         self.emit = emit
         self.provider = provider or get_provider()
         self.rounds = 0
+        # Set by whoever cancels the turn for a reason the client should read.
+        self.stopped_because: str | None = None
 
     # --- entry points, one per kind of work; the caller has already stored the input -------
 
@@ -45,9 +46,9 @@ class Turn:
         try:
             await work
         except ApplicationError as exc:
-            await self.emit(error_chunk(exc.detail))
+            await self.emit(error_chunk(exc.detail, status=exc.status, code=exc.code))
         except asyncio.CancelledError:
-            await self.emit(error_chunk("The turn was cancelled."))
+            await self.emit(error_chunk(self.stopped_because or "The turn was cancelled."))
             raise
         except Exception:
             logger.exception("turn failed for session %s", self.session_id)
@@ -82,7 +83,12 @@ class Turn:
         Decisions from the admin, REST or expiry are made outside the session's lease, so the
         session may have moved on before this runs; then there is nothing left to do.
         """
-        step = await db(services.resume_step)(session_id=self.session_id, call_id=call_id)
+        step = await durable(
+            "look up the decided call",
+            services.resume_step,
+            session_id=self.session_id,
+            call_id=call_id,
+        )
         if step == "advance":
             await self.advance()
         elif isinstance(step, dict):
@@ -91,8 +97,13 @@ class Turn:
     # --- the loop ---------------------------------------------------------------------------
 
     async def switch(self, agent: str, *, reason: str, confidence: float | None) -> None:
-        _, switch = await db(services.agent_switch)(
-            session=self.session_id, to_agent=agent, reason=reason, confidence=confidence
+        _, switch = await durable(
+            "switch the agent",
+            services.agent_switch,
+            session=self.session_id,
+            to_agent=agent,
+            reason=reason,
+            confidence=confidence,
         )
         if switch is not None:
             await self.emit(switch.to_chunk(is_final=False))
@@ -121,7 +132,9 @@ class Turn:
     async def drain_queue(self) -> bool:
         """Settle queued calls in order; True once one has gone out (which ends the turn)."""
         while True:
-            step = await db(services.tool_queue_step)(session_id=self.session_id)
+            step = await durable(
+                "settle the next tool call", services.tool_queue_step, session_id=self.session_id
+            )
             if step is None:
                 return False
             if isinstance(step, services.Emit):
@@ -133,7 +146,9 @@ class Turn:
         self, preloaded: tuple[str, list[dict[str, Any]]] | None = None
     ) -> Completion | None:
         if preloaded is None:
-            preloaded = await db(services.turn_llm_input)(session_id=self.session_id)
+            preloaded = await durable(
+                "load the history", services.turn_llm_input, session_id=self.session_id
+            )
         agent, history = preloaded
         spec = get_agent(agent)
         history = fit_history(
@@ -185,7 +200,9 @@ class Turn:
         error = str(failure)[:500] if failure else ""
         llm = self._usage("turn", started, completion, error, success=failure is None)
         llm["error_type"] = type(failure).__name__ if failure else ""
-        await db(services.completion_record)(
+        await durable(
+            "save the model's reply",
+            services.completion_record,
             session_id=self.session_id,
             agent=agent,
             completion=completion,
@@ -240,7 +257,9 @@ class Turn:
                 reasoning=f"{keyword.reasoning} (keyword fallback: the classifier failed)",
             )
             completion = None
-        await db(services.classification_record)(
+        await durable(
+            "record the routing call",
+            services.classification_record,
             session_id=self.session_id,
             llm=self._usage("classify", started, completion, error, success=not error),
         )

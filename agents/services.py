@@ -18,6 +18,7 @@ from agents.models import AgentContext, AgentSwitch, ToolCall
 from agents.policy import InvalidArguments, get_policy, parse_arguments
 from agents.registry import UnknownAgent, get_agent
 from agents.tools import RUNTIME_TOOLS
+from sessions import locks
 from sessions.models import AgentSession, AuditEvent, LLMRequest, Message
 from sessions.services import audit_record, message_append
 
@@ -45,6 +46,7 @@ def agent_switch(
     reason = (reason or "")[:REASON_MAX_CHARS]
     session_id = session if isinstance(session, str) else session.pk
     with transaction.atomic():
+        locks.fence_check(session_id)
         context = AgentContext.objects.select_for_update().get(session_id=session_id)
         if context.current_agent == to_agent:
             return context, None
@@ -373,6 +375,7 @@ def tool_queue_step(*, session_id: str) -> Emit | None | bool:
         call = ToolCall.objects.select_for_update().for_session(session_id).queued().first()
         if call is None:
             return None
+        locks.fence_check(session_id)  # nothing goes out from a turn that lost its lease
         if "__raw__" in call.arguments:
             try:
                 arguments = parse_arguments(call.arguments["__raw__"])

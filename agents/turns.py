@@ -31,6 +31,7 @@ from agents.registry import UnknownAgent, get_agent
 from approvals.models import Approval
 from approvals.services import approval_decide
 from sessions import locks
+from sessions.db import TRANSIENT
 
 if TYPE_CHECKING:
     from channels.layers import BaseChannelLayer
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 db = database_sync_to_async
 
 FLUSH_SECONDS = 10.0
+# How long the end of a turn waits for its lease to be released before the caller's stream
+# ends anyway (the release goes on in the background through a database outage).
+RELEASE_WAIT_SECONDS = 5.0
 _running: dict[str, asyncio.Task[None]] = {}  # this process's turns, by session
 _background: set[asyncio.Task[Any]] = set()  # strong references, so tasks are not collected
 
@@ -282,15 +286,23 @@ async def _run(
     this = asyncio.current_task()
     assert this is not None
     _started.add(this)
-    heartbeat = asyncio.create_task(_heartbeat(lease, this))
+    turn: Turn | None = None
+
+    def stop(why: str | None) -> None:
+        if turn is not None:
+            turn.stopped_because = why
+        this.cancel()
+
+    heartbeat = asyncio.create_task(_heartbeat(lease, stop))
     delivery: Delivery | None = None
     try:
-        delivery = Delivery(lease.session_id, listener)
-        if kind == "switched":
-            await delivery.emit(params["chunk"])
-        else:
-            turn = Turn(session_id=lease.session_id, emit=delivery.emit)
-            await turn.guarded(getattr(turn, kind)(**params))
+        with locks.fenced(lease):
+            delivery = Delivery(lease.session_id, listener)
+            if kind == "switched":
+                await delivery.emit(params["chunk"])
+            else:
+                turn = Turn(session_id=lease.session_id, emit=delivery.emit)
+                await turn.guarded(getattr(turn, kind)(**params))
     except Exception:  # building the turn failed (a misconfigured provider, say)
         logger.exception("turn of %s could not run", lease.session_id)
         if delivery is not None:
@@ -314,8 +326,12 @@ async def _finish(
         if delivery is not None:
             await delivery.flush()
         # Free the session before the caller's stream ends, so a client that answers at once
-        # (a tool_result right after its tool_call) never finds the session still busy.
-        await db(locks.release)(lease)
+        # (a tool_result right after its tool_call) never finds the session still busy. If the
+        # database is down, the release goes on retrying after the stream has ended.
+        releasing = asyncio.ensure_future(locks.release_soon(lease))
+        _background.add(releasing)
+        releasing.add_done_callback(_background.discard)
+        await asyncio.wait({releasing}, timeout=RELEASE_WAIT_SECONDS)
     finally:
         if delivery is not None:
             delivery.finish()
@@ -324,14 +340,51 @@ async def _finish(
             listener.put_nowait(None)
 
 
-async def _heartbeat(lease: locks.TurnLease, turn: asyncio.Task[None]) -> None:
-    interval = min(2.0, settings.TURN_LOCK_TTL_SECONDS / 3)
+LEASE_LOST = (
+    "This turn stopped: the database was unreachable for too long to keep its hold on the "
+    "session, and another turn may now run. What it wrote so far is kept; send the message "
+    "again to continue."
+)
+
+
+async def _heartbeat(lease: locks.TurnLease, stop: Callable[[str | None], None]) -> None:
+    """Renew the lease while the turn runs; stop the turn once it is revoked, or before it
+    could expire unrenewed (a database outage): another process may claim an expired lease,
+    and two turns must never run in one session."""
+    ttl = settings.TURN_LOCK_TTL_SECONDS
+    interval = min(2.0, ttl / 3)
+    loop = asyncio.get_running_loop()
+    # The claim set the expiry to its own now + TTL; counting from here errs on the safe side.
+    valid_until = loop.time() + ttl
+    # Stop this long before the expiry: time for the turn to notice and stop writing.
+    margin = max(interval, ttl / 5)
+    delay = interval
     while True:
-        await asyncio.sleep(interval)
-        if not await db(locks.renew)(lease):
-            logger.info("turn of %s lost its lease (cancelled); stopping it", lease.session_id)
-            turn.cancel()
+        await asyncio.sleep(max(0.0, min(delay, valid_until - margin - loop.time())))
+        if loop.time() >= valid_until - margin:
+            logger.error(
+                "turn of %s could not renew its lease in time; stopping it", lease.session_id
+            )
+            stop(LEASE_LOST)
             return
+        asked = loop.time()
+        try:
+            async with asyncio.timeout(max(0.1, valid_until - margin - asked)):
+                held = await db(locks.renew)(lease)
+        except (*TRANSIENT, TimeoutError) as exc:
+            logger.warning(
+                "turn of %s could not renew its lease (retrying): %s",
+                lease.session_id,
+                str(exc).strip() or type(exc).__name__,
+            )
+            delay = min(interval, 0.25)
+            continue
+        if not held:
+            logger.info("turn of %s lost its lease (cancelled); stopping it", lease.session_id)
+            stop(None)
+            return
+        valid_until = asked + ttl
+        delay = interval
 
 
 async def cancel(session_id: str) -> bool:

@@ -7,13 +7,20 @@ expires. Cancelling a turn from anywhere revokes the lease, and the heartbeat of
 lost it stops that turn. A revoked lease stays on the row as a tombstone (``revoked:<token>``)
 until that turn has stopped and released it (or the lease expires, if its process died), so a
 turn waiting behind it never runs while the cancelled one is still writing.
+
+Fencing: while a turn runs, its lease is in a context variable (``fenced``), and every write it
+makes first checks, under the session row's lock, that the row still names it (``fence_check``;
+``message_append`` does it in the lock it takes anyway). A turn whose lease expired and was
+taken by another can therefore write nothing more: it gets ``LeaseLost`` and stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -26,6 +33,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from agent_runtime.errors import Conflict, NotFound
+from sessions.db import DatabaseUnavailable, durable
 from sessions.models import AgentSession
 
 POLL_SECONDS = 0.01
@@ -38,6 +46,56 @@ REVOKED = "revoked:"  # prefix of a cancelled turn's lease until that turn relea
 class TurnLease:
     session_id: str
     token: str
+
+    def holds(self, owner: str) -> bool:
+        """Whether a row whose ``turn_owner`` is ``owner`` is still this lease's (a revoked
+        one is: the tombstone keeps every other turn out until this one releases it)."""
+        return owner in (self.token, REVOKED + self.token)
+
+
+class LeaseLost(Conflict):
+    code = "lease_lost"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This turn lost its hold on the session (the database was unreachable for too "
+            "long), so it stopped without saving more; send the message again."
+        )
+
+
+_fence: contextvars.ContextVar[TurnLease | None] = contextvars.ContextVar("fence", default=None)
+
+
+@contextmanager
+def fenced(lease: TurnLease) -> Iterator[None]:
+    """Writes made in this context (and the tasks and threads it starts) are the turn's."""
+    reset = _fence.set(lease)
+    try:
+        yield
+    finally:
+        _fence.reset(reset)
+
+
+def fence_owner_ok(owner: str) -> None:
+    """For a writer that already holds the session row's lock: refuse a fenced-off turn."""
+    lease = _fence.get()
+    if lease is not None and not lease.holds(owner):
+        raise LeaseLost()
+
+
+def fence_check(session_id: str) -> None:
+    """Inside a transaction: lock the session row and refuse if this turn lost its lease.
+    A no-op outside a turn."""
+    lease = _fence.get()
+    if lease is None or lease.session_id != session_id:
+        return
+    owner = (
+        AgentSession.objects.select_for_update()
+        .filter(pk=session_id)
+        .values_list("turn_owner", flat=True)
+        .first()
+    )
+    fence_owner_ok(owner or "")
 
 
 def _ttl() -> timedelta:
@@ -71,6 +129,22 @@ def release(lease: TurnLease) -> None:
     AgentSession.objects.filter(
         pk=lease.session_id, turn_owner__in=(lease.token, REVOKED + lease.token)
     ).update(turn_owner="", turn_expires_at=None)
+
+
+async def release_soon(lease: TurnLease) -> bool:
+    """Release, retrying through a database outage until the lease would have expired anyway
+    (then the row frees itself). True once released. A caller may stop waiting sooner and
+    leave this running: the session is then usable as soon as the database is back."""
+    try:
+        await durable(
+            "release the session's turn",
+            release,
+            seconds=settings.TURN_LOCK_TTL_SECONDS,
+            lease=lease,
+        )
+    except DatabaseUnavailable:
+        return False
+    return True
 
 
 def revoke(session_id: str) -> bool:
@@ -123,7 +197,8 @@ async def acquire(session_id: str, *, wait: bool, then: Callable[[], T]) -> tupl
             raise Conflict(
                 "this session is busy with another turn; retry when it finishes"
                 + ("" if wait else " (or send wait=true to queue behind it)")
-                + "."
+                + ".",
+                code="session_busy",
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, MAX_POLL_SECONDS)

@@ -12,6 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agent_runtime.errors import ApplicationError, Conflict, NotFound
+from sessions import locks
 from sessions.models import AgentSession, AuditEvent, Message
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -111,16 +112,18 @@ def message_append(
 ) -> Message:
     """Append one message: one INSERT, plus the session's counters; history is never rewritten.
 
-    The session row is locked (select_for_update) so two writers cannot take the same seq.
+    The session row is locked (select_for_update) so two writers cannot take the same seq,
+    and inside a turn that lock also proves the turn still holds its lease (sessions.locks).
     """
     session_id = session if isinstance(session, str) else session.pk
     now = timezone.now()
     with transaction.atomic():
         row = (
             AgentSession.objects.select_for_update()
-            .only("message_count", "title")
+            .only("message_count", "title", "turn_owner")
             .get(pk=session_id)
         )
+        locks.fence_owner_ok(row.turn_owner)  # a turn that lost its lease writes nothing
         seq = row.message_count + 1
         message = Message.objects.create(
             session_id=session_id,

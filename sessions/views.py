@@ -7,6 +7,7 @@ flushed at once, and a client that goes away cancels only this generator, never 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,27 +18,50 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import is_ratelimited
+from redis.exceptions import RedisError
 
 from agent_runtime import jsonbody
 from agent_runtime.errors import ApplicationError, error_response
 from agents import turns
-from agents.chunks import KEEPALIVE_FRAME, sse_frame
+from agents.chunks import KEEPALIVE_FRAME, error_chunk, sse_frame
 from agents.messages import parse_request
 from agents.services import outstanding_chunks
+from sessions.db import TRANSIENT, DatabaseUnavailable
 from sessions.services import session_get, validate_session_id_or_404
+
+logger = logging.getLogger(__name__)
 
 
 def _rate_limit(request: HttpRequest, session_id: str) -> None:
-    """Stream requests per session (django-ratelimit's counters live in the shared cache)."""
-    if settings.RATELIMIT_ENABLE and is_ratelimited(
-        request,
-        group="message-stream",
-        key=lambda group, req: session_id,
-        rate=settings.RATE_LIMIT_MESSAGES,
-        increment=True,
-    ):
+    """Stream requests per session (django-ratelimit's counters live in the shared cache).
+
+    It fails closed: with its cache (Redis) unreachable the request is refused with a 503,
+    since the same Redis carries the channel layer that sockets and followers need.
+    """
+    if not settings.RATELIMIT_ENABLE:
+        return
+    try:
+        limited = is_ratelimited(
+            request,
+            group="message-stream",
+            key=lambda group, req: session_id,
+            rate=settings.RATE_LIMIT_MESSAGES,
+            increment=True,
+        )
+    except (RedisError, OSError) as exc:
+        logger.warning("rate limiter's cache unreachable: %s", exc)
         raise ApplicationError(
-            "rate limit exceeded for this session", status=429, headers={"Retry-After": "60"}
+            "The runtime's cache (Redis) is unreachable, so it cannot take messages right "
+            "now; try again in a moment.",
+            status=503,
+            code="cache_unavailable",
+        ) from None
+    if limited:
+        raise ApplicationError(
+            "rate limit exceeded for this session",
+            status=429,
+            headers={"Retry-After": "60"},
+            code="rate_limited",
         )
 
 
@@ -61,8 +85,11 @@ async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpRe
         return error_response(405, "use POST")
     try:
         session_id, message, wait = parse_request(_read_json(request))
+    except ApplicationError as exc:  # not a stream request at all: an HTTP error (§3)
+        return error_response(exc.status, exc.detail, **exc.headers)
+    listener: asyncio.Queue[Any] = asyncio.Queue()
+    try:
         validate_session_id_or_404(session_id)
-        listener: asyncio.Queue[Any] = asyncio.Queue()
         await turns.submit(
             session_id,
             message,
@@ -71,8 +98,21 @@ async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpRe
             precheck=lambda: _rate_limit(request, session_id),
         )
     except ApplicationError as exc:
-        return error_response(exc.status, exc.detail, **exc.headers)
+        # Everything else the IDE user must read travels inside the stream: the Gateway turns
+        # any non-200 reply into a bare "Agent error: <code>".
+        return sse_response(_refusal(exc))
+    except TRANSIENT as exc:
+        logger.warning("stream request for %s refused: database unreachable: %s", session_id, exc)
+        return sse_response(_refusal(DatabaseUnavailable("take this message")))
     return sse_response(sse_stream(listener))
+
+
+async def _refusal(exc: ApplicationError) -> AsyncIterator[bytes]:
+    """One final ``error`` chunk carrying the HTTP status it stands for (PROTOCOL §3)."""
+    metadata: dict[str, Any] = {"status": exc.status, "code": exc.code}
+    if "Retry-After" in exc.headers:
+        metadata["retry_after"] = int(exc.headers["Retry-After"])
+    yield sse_frame(error_chunk(exc.detail, **metadata))
 
 
 def sse_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:

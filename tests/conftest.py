@@ -138,6 +138,17 @@ class StreamClient:
         assert chunks[-1]["is_final"] is True
         return chunks
 
+    async def refused(self, session_id: str, message: Any, **extra: Any) -> dict[str, Any]:
+        """A refusal the IDE user must read: HTTP 200 and one final ``error`` chunk carrying
+        the status it stands for (PROTOCOL §3). Returns that chunk."""
+        chunks = await self.send(session_id, message, **extra)
+        assert len(chunks) == 1, chunks
+        (chunk,) = chunks
+        assert chunk["type"] == "error" and chunk["error"] == chunk["content"], chunk
+        assert isinstance(chunk["metadata"]["status"], int), chunk
+        assert isinstance(chunk["metadata"]["code"], str), chunk
+        return chunk
+
 
 @pytest.fixture
 def stream() -> StreamClient:

@@ -14,6 +14,7 @@ from sessions import locks
 from sessions.models import AgentSession, LLMRequest, Message
 from sessions.services import session_create
 from tests import fakellm
+from tests.conftest import parse_sse
 from tests.history import assert_strict, text_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -470,10 +471,21 @@ async def test_a_turn_finishes_after_the_client_goes_away(stream, llm):
     ],
 )
 async def test_it_refuses_bad_messages_before_streaming(stream, llm, body, status, words):
+    """A body that is not a stream request is an HTTP 400; any other refusal is an error
+    chunk carrying its status (the Gateway shows non-200 replies only as a bare code)."""
     await new_session(agent="coder")
     response = await stream.raw(body)
-    assert response.status_code == status, response.content
-    assert words in response.json()["detail"]
+    if response["Content-Type"] == "application/json":  # only ever for a malformed body
+        assert status == 400
+        assert response.status_code == 400, response.content
+        assert words in response.json()["detail"]
+    else:
+        assert response.status_code == 200
+        raw = b"".join([part async for part in response.streaming_content])
+        (chunk,) = parse_sse(raw)
+        assert chunk["type"] == "error" and chunk["is_final"] is True
+        assert chunk["metadata"]["status"] == status
+        assert words in chunk["error"]
     assert await history() == []
     assert llm.requests == []
 
@@ -486,9 +498,9 @@ async def test_it_refuses_malformed_json_and_a_result_for_a_finished_call(stream
     llm.enqueue(fakellm.tool_calls([("c1", "read_file", '{"path": "a"}')]), fakellm.text("ok"))
     await stream.send("s1", user("read a"))
     await stream.send("s1", result("c1"))
-    again = await stream.post("s1", result("c1"))
-    assert again.status_code == 409
-    assert "not waiting" in again.json()["detail"]
+    again = await stream.refused("s1", result("c1"))
+    assert again["metadata"]["status"] == 409
+    assert "not waiting" in again["error"]
     decided = await stream.post("s1", {"type": "hitl_decision", "call_id": "c1", "decision": "x"})
     assert decided.status_code == 400
 
@@ -497,11 +509,11 @@ async def test_it_answers_409_when_busy_and_asked_not_to_wait(stream, llm, setti
     settings.TURN_LOCK_WAIT_SECONDS = 0.2
     await new_session(agent="coder")
     assert await sync_to_async(locks.try_claim)("s1", "someone-else")
-    response = await stream.post("s1", user("hi"), wait=False)
-    assert response.status_code == 409
-    assert "busy" in response.json()["detail"]
-    waited = await stream.post("s1", user("hi"))  # waits, then gives up
-    assert waited.status_code == 409
+    response = await stream.refused("s1", user("hi"), wait=False)
+    assert response["metadata"] == {"status": 409, "code": "session_busy"}
+    assert "busy" in response["error"]
+    waited = await stream.refused("s1", user("hi"))  # waits, then gives up
+    assert waited["metadata"]["status"] == 409
     assert await history() == []
     await sync_to_async(locks.release)(locks.TurnLease("s1", "someone-else"))
     llm.enqueue(fakellm.text("Free."))
@@ -523,9 +535,9 @@ async def test_switches_are_capped(stream, llm, settings):
     settings.MAX_AGENT_SWITCHES = 1
     await new_session()
     await stream.send("s1", {"type": "switch_agent", "agent_type": "coder"})
-    response = await stream.post("s1", {"type": "switch_agent", "agent_type": "debug"})
-    assert response.status_code == 409
-    assert "limit" in response.json()["detail"]
+    response = await stream.refused("s1", {"type": "switch_agent", "agent_type": "debug"})
+    assert response["metadata"]["status"] == 409
+    assert "limit" in response["error"]
     assert await current_agent() == "coder"
 
 
@@ -553,10 +565,9 @@ async def test_it_rate_limits_per_session(stream, llm, settings):
     await new_session("other", agent="coder")
     for _ in range(2):
         await stream.send("s1", user("hi"))
-    limited = await stream.post("s1", user("hi"))
-    assert limited.status_code == 429
-    assert limited["Retry-After"] == "60"
-    assert "rate limit" in limited.json()["detail"]
+    limited = await stream.refused("s1", user("hi"))
+    assert limited["metadata"] == {"status": 429, "code": "rate_limited", "retry_after": 60}
+    assert "rate limit" in limited["error"]
     assert len(await history()) == 4  # the refused message was not stored
     await stream.send("other", user("hi"))  # other sessions are unaffected
 
@@ -607,8 +618,8 @@ async def test_a_misconfigured_llm_fails_the_turn_cleanly(stream, settings, anon
 async def test_a_refused_message_writes_nothing(stream, llm, settings):
     settings.MAX_AGENT_SWITCHES = 0
     await new_session(agent="coder")
-    response = await stream.post("s1", user("hello", agent_type="debug"))
-    assert response.status_code == 409
+    response = await stream.refused("s1", user("hello", agent_type="debug"))
+    assert response["metadata"]["status"] == 409
     assert await history() == []
 
 

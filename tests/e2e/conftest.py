@@ -277,6 +277,13 @@ class Api:
     async def send(self, session_id: str, message: dict[str, Any], **extra: Any) -> list[Any]:
         return (await self.stream(session_id, message, **extra)).chunks
 
+    async def refused(self, session_id: str, message: dict[str, Any], **extra: Any) -> Any:
+        """A refusal inside the stream (PROTOCOL §3): one final error chunk with its status."""
+        chunks = await self.send(session_id, message, **extra)
+        assert len(chunks) == 1 and chunks[0]["type"] == "error", chunks
+        assert isinstance(chunks[0]["metadata"]["status"], int), chunks
+        return chunks[0]
+
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:

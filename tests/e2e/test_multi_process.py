@@ -119,7 +119,9 @@ async def test_two_turns_sent_to_two_processes_never_interleave(a: Api, b: Api, 
     ]
 
 
-async def test_a_second_turn_that_will_not_wait_gets_409(a: Api, b: Api, fake: Any) -> None:
+async def test_a_second_turn_that_will_not_wait_is_refused_with_409(
+    a: Api, b: Api, fake: Any
+) -> None:
     session = await a.new_session(agent="coder")
     reply = " ".join(f"w{i}" for i in range(12))
     fake.enqueue(fakellm.text(reply, delay=0.1))
@@ -127,12 +129,9 @@ async def test_a_second_turn_that_will_not_wait_gets_409(a: Api, b: Api, fake: A
         await check_stream_headers(stream.response)
         first = await asyncio.wait_for(stream.next_chunk(), 15)
         assert first["type"] == "assistant_message"
-        busy = await b.post(
-            "/agent/message/stream",
-            json={"session_id": session, "message": user("me too"), "wait": False},
-        )
-        assert busy.status_code == 409, busy.text
-        assert "busy" in busy.json()["detail"]
+        busy = await b.refused(session, user("me too"), wait=False)
+        assert busy["metadata"]["status"] == 409
+        assert "busy" in busy["error"]
         await asyncio.wait_for(stream.read_all(), 30)
     check_turn(stream.chunks)
     assert text_of(stream.chunks) == reply

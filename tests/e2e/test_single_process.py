@@ -293,12 +293,9 @@ async def test_refusals_before_streaming(
         assert refused.status_code == 401
         assert refused.json() == {"detail": "unauthorized"}
     assert (await http.get(f"{runtime.url}/sessions")).status_code == 401
-    ghost = await http.post(
-        url, json={"session_id": "e2e-ghost-session", "message": user("x")}, headers=AUTH
-    )
-    assert ghost.status_code == 404
-    assert ghost.headers["content-type"].startswith("application/json")
-    assert isinstance(ghost.json()["detail"], str)
+    ghost = await api.refused("e2e-ghost-session", user("x"))
+    assert ghost["metadata"] == {"status": 404, "code": "not_found"}
+    assert "not found" in ghost["error"]
     flat = await http.post(
         url, json={"session_id": session, "type": "user_message", "content": "x"}, headers=AUTH
     )

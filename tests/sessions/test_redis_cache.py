@@ -41,8 +41,8 @@ async def test_rate_limits_count_in_redis(stream, llm, settings, redis_cache):
     llm.enqueue(fakellm.text("one"), fakellm.text("two"))
     for _ in range(2):
         await stream.send("r1", {"type": "user_message", "content": "hi"})
-    limited = await stream.post("r1", {"type": "user_message", "content": "hi"})
-    assert limited.status_code == 429
+    limited = await stream.refused("r1", {"type": "user_message", "content": "hi"})
+    assert limited["metadata"]["status"] == 429
     # The counter lives in Redis, where every daphne process sees it.
     client = redis.Redis.from_url(require_redis())
     assert any(b"agent-runtime-test" in key for key in client.keys("*"))

@@ -1,0 +1,67 @@
+"""Database calls from the event loop that ride out a short outage.
+
+A blip (a failover, a restart, a dropped connection) surfaces as ``OperationalError`` or
+``InterfaceError``. The services a turn calls each run in one transaction, so a failed call
+wrote nothing and is safe to run again: ``durable`` retries it with backoff for up to
+DB_RETRY_SECONDS, then gives up with ``DatabaseUnavailable``, which the client reads as an
+``error`` chunk (status 503). Every retry is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from agent_runtime.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSIENT = (OperationalError, InterfaceError)
+FIRST_DELAY = 0.05
+MAX_DELAY = 1.0
+
+
+class DatabaseUnavailable(ApplicationError):
+    status = 503
+    code = "database_unavailable"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"The database is unreachable, so the runtime could not {what}; try again in a moment."
+        )
+
+
+async def durable(
+    what: str, fn: Callable[..., T], /, *, seconds: float | None = None, **kwargs: Any
+) -> T:
+    """``await database_sync_to_async(fn)(**kwargs)``, retried through transient errors for
+    ``seconds`` (default DB_RETRY_SECONDS).
+
+    ``what`` completes "could not ..." in logs and in the client's error.
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + (settings.DB_RETRY_SECONDS if seconds is None else seconds)
+    delay = FIRST_DELAY
+    call = database_sync_to_async(fn)
+    while True:
+        try:
+            return await call(**kwargs)
+        except TRANSIENT as exc:
+            if loop.time() + delay > give_up:
+                logger.error("database unavailable: could not %s, giving up: %s", what, exc)
+                raise DatabaseUnavailable(what) from exc
+            logger.warning(
+                "database unavailable: could not %s, retrying in %.2f s: %s",
+                what,
+                delay,
+                str(exc).strip() or type(exc).__name__,
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, MAX_DELAY)
