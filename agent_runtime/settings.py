@@ -157,7 +157,11 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # Fail fast when Redis is unreachable, never hang a request or a socket on it
+                # (reads block up to 5 s by design in channels_redis, hence the longer timeout).
+                "hosts": [
+                    {"address": REDIS_URL, "socket_connect_timeout": 2, "socket_timeout": 10}
+                ],
                 "prefix": env_str("CHANNEL_PREFIX", "agent-runtime"),
                 "capacity": 1000,
             },
@@ -168,6 +172,7 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env_str("CACHE_PREFIX", "agent-runtime"),
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
     }
 else:

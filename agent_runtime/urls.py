@@ -13,7 +13,7 @@ from sessions import views as stream_views
 
 urlpatterns = [
     path("health", sessions_api.health, name="health"),
-    path("ready", sessions_api.health, name="ready"),
+    path("ready", sessions_api.ready, name="ready"),
     path("metrics", prometheus.metrics, name="prometheus-metrics"),
     path("sessions", sessions_api.sessions_collection, name="sessions"),
     path("sessions/<str:session_id>", sessions_api.session_detail, name="session-detail"),

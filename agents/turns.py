@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -43,6 +44,7 @@ FLUSH_SECONDS = 10.0
 # How long the end of a turn waits for its lease to be released before the caller's stream
 # ends anyway (the release goes on in the background through a database outage).
 RELEASE_WAIT_SECONDS = 5.0
+LAYER_LOG_EVERY_SECONDS = 30.0
 _running: dict[str, asyncio.Task[None]] = {}  # this process's turns, by session
 _background: set[asyncio.Task[Any]] = set()  # strong references, so tasks are not collected
 
@@ -108,8 +110,8 @@ class Delivery:
                     await self.layer.group_send(
                         self.group, {"type": "session.chunk", "chunk": chunk}
                     )
-                except Exception:  # a broken layer must not break the caller's stream
-                    logger.exception("group_send failed for %s", self.group)
+                except Exception as exc:  # a broken layer must not break the caller's stream
+                    _layer_failed(exc)
             if self.closed and not self.pending:
                 return
 
@@ -127,6 +129,22 @@ class Delivery:
         """Tell the caller's stream that the turn is over."""
         if self.listener is not None:
             self.listener.put_nowait(None)
+
+
+_layer_failure_logged_at = -LAYER_LOG_EVERY_SECONDS
+
+
+def _layer_failed(exc: Exception) -> None:
+    """Log a failing channel layer, once a while: with Redis down every turn's every send
+    fails, and one line says all there is to say."""
+    global _layer_failure_logged_at
+    now = time.monotonic()
+    if now - _layer_failure_logged_at >= LAYER_LOG_EVERY_SECONDS:
+        _layer_failure_logged_at = now
+        logger.warning(
+            "channel layer send failed; other sockets and followers miss chunks: %s",
+            str(exc) or type(exc).__name__,
+        )
 
 
 def coalesce(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
@@ -228,7 +229,10 @@ def _check_cache() -> dict[str, Any]:
     cache.set("health-check", "1", 5)
     if cache.get("health-check") != "1":
         raise RuntimeError("cache read back a different value")
-    return {"status": "ok", "backend": settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]}
+    return {
+        "status": "ok",
+        "backend": str(settings.CACHES["default"]["BACKEND"]).rsplit(".", 1)[-1],
+    }
 
 
 async def _timed(check: Any, timeout: float = 3.0) -> dict[str, Any]:
@@ -256,9 +260,13 @@ async def _check_llm() -> dict[str, Any]:
     return result
 
 
-async def health(request: HttpRequest) -> JsonResponse:
+# What a turn cannot run without: with any of these failing, /ready answers 503.
+TURN_DEPENDENCIES = ("database", "cache", "channel_layer")
+
+
+async def _health_payload() -> dict[str, Any]:
     database, cache_check, layer, llm = await asyncio.gather(
-        _timed(sync_to_async(_check_database)()),
+        _timed(database_sync_to_async(_check_database)()),
         _timed(sync_to_async(_check_cache)()),
         _timed(_check_channel_layer()),
         _timed(_check_llm()),
@@ -276,11 +284,26 @@ async def health(request: HttpRequest) -> JsonResponse:
         overall = "degraded"
     else:
         overall = "healthy"
-    payload = {
+    return {
         "status": overall,
         "service": "agent-runtime",
         "version": settings.VERSION,
         "llm_mode": "demo" if not settings.LLM_BASE_URL else "remote",
+        "ready": all(checks[name]["status"] == "ok" for name in TURN_DEPENDENCIES),
         "checks": checks,
     }
-    return JsonResponse(payload, status=503 if overall == "unhealthy" else 200)
+
+
+async def health(request: HttpRequest) -> JsonResponse:
+    """GET /health: every check and what failed; 503 only without a database (a process
+    that has one can still answer most requests, and restarting it would not bring Redis
+    or the model back)."""
+    payload = await _health_payload()
+    return JsonResponse(payload, status=503 if payload["status"] == "unhealthy" else 200)
+
+
+async def ready(request: HttpRequest) -> JsonResponse:
+    """GET /ready, for load balancers: 503 unless the database, the cache and the channel
+    layer all answer, i.e. unless this process can serve turns now."""
+    payload = await _health_payload()
+    return JsonResponse(payload, status=200 if payload["ready"] else 503)

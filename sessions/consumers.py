@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from agent_runtime import jsonbody
 from agent_runtime.errors import ApplicationError
@@ -25,6 +26,13 @@ logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
+CLOSE_UNAVAILABLE = 4503  # the channel layer (Redis) is unreachable: try again later
+# What a channel layer raises when its Redis is unreachable.
+LAYER_DOWN = (RedisError, OSError)
+LAYER_DOWN_TEXT = (
+    "The runtime's channel layer (Redis) is unreachable, so this socket cannot follow the "
+    "session; reconnect in a moment."
+)
 
 
 def _headers(scope: Mapping[str, Any]) -> dict[str, str]:
@@ -74,8 +82,13 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.actor = await database_sync_to_async(connection_actor)(self.scope)
+        try:
+            await self.channel_layer.group_add(turns.group_name(self.session_id), self.channel_name)
+        except LAYER_DOWN as exc:
+            await self.accept()
+            await self.layer_down({"type": "layer.down", "error": str(exc)})
+            return
         self.group = turns.group_name(self.session_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
         # One inbox, worked in order: frames sent back to back run in the order they came.
         self.inbox: asyncio.Queue[ClientMessage | None] = asyncio.Queue()
         self.worker = asyncio.create_task(self._work())
@@ -138,6 +151,36 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             return jsonbody.loads(text_data)
         except ValueError:
             return {"type": None, "__invalid__": "malformed JSON frame"}
+
+    # Channels' dispatch loop dies on the first error of a channel-layer read (Redis going
+    # away), which daphne reports as a crash and the client as a dropped socket. The consumer
+    # receives through this wrapper instead: an error becomes one "layer.down" event, which
+    # closes the socket with a reason and a close code that says "later".
+    @property  # type: ignore[override]  # the stubs type it as an ASGI receive callable
+    def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
+        return self._receive_from_layer
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self._layer_receive = receive
+
+    async def _receive_from_layer(self) -> dict[str, Any]:
+        if getattr(self, "layer_failed", False):
+            await asyncio.Event().wait()  # reported once; the socket is closing
+        try:
+            return await self._layer_receive()
+        except LAYER_DOWN as exc:
+            self.layer_failed = True
+            return {"type": "layer.down", "error": str(exc)}
+
+    async def layer_down(self, event: dict[str, Any]) -> None:
+        logger.warning(
+            "socket of %s closed: channel layer unreachable: %s", self.session_id, event["error"]
+        )
+        await self.send_chunk(
+            error_chunk(LAYER_DOWN_TEXT, status=503, code="channel_layer_unavailable")
+        )
+        await self.close(code=CLOSE_UNAVAILABLE)
 
     async def session_chunk(self, event: dict[str, Any]) -> None:
         await self.send_chunk(event["chunk"])

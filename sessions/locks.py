@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, Value
@@ -105,6 +104,8 @@ def _ttl() -> timedelta:
 def try_claim(session_id: str, token: str) -> bool:
     now = timezone.now()
     free = Q(turn_owner="") | Q(turn_expires_at__lt=now) | Q(turn_expires_at__isnull=True)
+    # Our own token too: a claim retried after a database error may already have gone through.
+    free |= Q(turn_owner=token)
     return (
         AgentSession.objects.live()
         .filter(pk=session_id)
@@ -188,11 +189,14 @@ async def acquire(session_id: str, *, wait: bool, then: Callable[[], T]) -> tupl
     ``then`` raises), so the common case costs one round trip.
     """
     token = uuid.uuid4().hex
-    claim = database_sync_to_async(_claim_then)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.TURN_LOCK_WAIT_SECONDS
     delay = POLL_SECONDS
-    while (result := await claim(session_id, token, then)) is _BUSY:
+    while (
+        result := await durable(
+            "take the session's turn", _claim_then, session_id=session_id, token=token, then=then
+        )
+    ) is _BUSY:
         if not wait or loop.time() >= deadline:
             raise Conflict(
                 "this session is busy with another turn; retry when it finishes"

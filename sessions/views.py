@@ -7,9 +7,10 @@ flushed at once, and a client that goes away cancels only this generator, never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -26,10 +27,15 @@ from agents import turns
 from agents.chunks import KEEPALIVE_FRAME, error_chunk, sse_frame
 from agents.messages import parse_request
 from agents.services import outstanding_chunks
+from sessions.consumers import LAYER_DOWN, LAYER_DOWN_TEXT
 from sessions.db import TRANSIENT, DatabaseUnavailable
 from sessions.services import session_get, validate_session_id_or_404
 
+if TYPE_CHECKING:
+    from channels.layers import BaseChannelLayer
+
 logger = logging.getLogger(__name__)
+LAYER_TIMEOUT_SECONDS = 5.0
 
 
 def _rate_limit(request: HttpRequest, session_id: str) -> None:
@@ -177,15 +183,27 @@ async def session_events(
         await database_sync_to_async(session_get)(session_id=session_id)
     except ApplicationError as exc:
         return error_response(exc.status, exc.detail)
-    return sse_response(group_stream(session_id, replay=request.GET.get("replay") == "outstanding"))
-
-
-async def group_stream(session_id: str, *, replay: bool) -> AsyncIterator[bytes]:
+    except TRANSIENT:
+        return error_response(503, "The database is unreachable; try again in a moment.")
+    # Subscribed before the response starts, so a channel layer that is down is a clear 503
+    # rather than a stream that never begins.
     layer = get_channel_layer()
     assert layer is not None
     group = turns.group_name(session_id)
     channel = await layer.new_channel()
-    await layer.group_add(group, channel)
+    try:
+        async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
+            await layer.group_add(group, channel)
+    except (*LAYER_DOWN, TimeoutError) as exc:
+        logger.warning("events of %s refused: channel layer unreachable: %s", session_id, exc)
+        return error_response(503, LAYER_DOWN_TEXT)
+    replay = request.GET.get("replay") == "outstanding"
+    return sse_response(group_stream(session_id, layer, group, channel, replay=replay))
+
+
+async def group_stream(
+    session_id: str, layer: BaseChannelLayer, group: str, channel: str, *, replay: bool
+) -> AsyncIterator[bytes]:
     # One receive() for the whole stream, never cancelled by a keepalive: channels_redis drops
     # what it had fetched for a receive that is cancelled.
     receiving: asyncio.Future[Any] | None = None
@@ -201,10 +219,17 @@ async def group_stream(session_id: str, *, replay: bool) -> AsyncIterator[bytes]
             if not done:
                 yield KEEPALIVE_FRAME
                 continue
-            event, receiving = receiving.result(), None
+            try:
+                event = receiving.result()
+            except LAYER_DOWN as exc:  # Redis went away: end the stream; clients reconnect
+                logger.warning("events of %s ended: channel layer unreachable: %s", session_id, exc)
+                return
+            receiving = None
             if event.get("type") == "session.chunk":
                 yield sse_frame(event["chunk"])
     finally:
         if receiving is not None:
             receiving.cancel()
-        await layer.group_discard(group, channel)
+        with contextlib.suppress(*LAYER_DOWN, TimeoutError):
+            async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
+                await layer.group_discard(group, channel)
