@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
 
 
 class ApplicationError(Exception):
@@ -70,6 +74,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """DRF's EXCEPTION_HANDLER: every error becomes ``{"detail": "<english>"}``."""
     if isinstance(exc, ApplicationError):
         return Response({"detail": exc.detail}, status=exc.status, headers=exc.headers)
+    if isinstance(exc, OperationalError | InterfaceError):  # an outage, not a bug: say so
+        logger.warning("request refused: database unreachable: %s", exc)
+        return Response(
+            {"detail": "The database is unreachable; try again in a moment."}, status=503
+        )
     if isinstance(exc, Http404):
         return Response({"detail": str(exc) or "Not found."}, status=404)
     if isinstance(exc, Ratelimited):

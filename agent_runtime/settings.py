@@ -134,6 +134,9 @@ if USES_POOL:
             # How long a database call waits for a free connection before it fails.
             "timeout": env_float("DB_POOL_TIMEOUT", 5.0),
             "max_idle": 60.0,  # idle connections above min_size close after a minute
+            # After an outage, give up a backing-off reconnection quickly: the next call then
+            # tries at once, so the process is usable as soon as the database is back.
+            "reconnect_timeout": 2.0,
             "name": "agent-runtime",
         }
     }
