@@ -17,6 +17,7 @@ from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from agent_runtime.errors import method_not_allowed
 from agents.llm import breaker_state, get_provider
 from sessions import selectors, services
 from sessions.models import AgentSession, AuditEvent
@@ -77,9 +78,14 @@ class SessionCreateInput(StrictSerializer):
     title = StrictCharField(required=False, allow_blank=True, max_length=services.TITLE_MAX_CHARS)
 
 
+# Far beyond any real listing, and small enough that OFFSET + LIMIT stays a 32-bit integer:
+# an unbounded offset overflowed the database's 64-bit OFFSET into a 500.
+MAX_OFFSET = 1_000_000_000
+
+
 class SessionListInput(serializers.Serializer[Any]):
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=50)
-    offset = serializers.IntegerField(min_value=0, default=0)
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_OFFSET, default=0)
     active_only = serializers.BooleanField(default=False)
 
 
@@ -257,6 +263,8 @@ async def _check_llm() -> dict[str, Any]:
 
 
 async def health(request: HttpRequest) -> JsonResponse:
+    if request.method not in ("GET", "HEAD"):
+        return method_not_allowed(request, "GET", "HEAD")
     database, cache_check, layer, llm = await asyncio.gather(
         _timed(sync_to_async(_check_database)()),
         _timed(sync_to_async(_check_cache)()),
