@@ -191,6 +191,8 @@ REST_FRAMEWORK = {
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
+# A failed CSRF check (the admin's forms) answers JSON like every other error, not Django's page.
+CSRF_FAILURE_VIEW = "agent_runtime.errors.csrf_failure"
 
 # --- Agents, tools, approvals -------------------------------------------------------------------
 MULTI_AGENT_MODE = env_bool("MULTI_AGENT_MODE", True)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from agent_runtime.errors import method_not_allowed
 from agents.llm import breaker_state
 from approvals.models import Approval
 from sessions.selectors import event_metrics
@@ -135,4 +136,6 @@ def render() -> str:
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
+    if request.method not in ("GET", "HEAD"):
+        return method_not_allowed(request, "GET", "HEAD")
     return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -19,7 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import is_ratelimited
 
 from agent_runtime import jsonbody
-from agent_runtime.errors import ApplicationError, error_response
+from agent_runtime.errors import ApplicationError, error_response, method_not_allowed
 from agents import turns
 from agents.chunks import KEEPALIVE_FRAME, sse_frame
 from agents.messages import parse_request
@@ -58,7 +58,7 @@ def _read_json(request: HttpRequest) -> Any:
 @csrf_exempt
 async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if request.method != "POST":
-        return error_response(405, "use POST")
+        return method_not_allowed(request, "POST")
     try:
         session_id, message, wait = parse_request(_read_json(request))
         validate_session_id_or_404(session_id)
@@ -115,7 +115,7 @@ async def sse_stream(listener: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
 async def session_cancel(request: HttpRequest, session_id: str) -> HttpResponse:
     """POST /sessions/{id}/cancel: stop the running turn, in whichever process runs it."""
     if request.method != "POST":
-        return error_response(405, "use POST")
+        return method_not_allowed(request, "POST")
     try:
         await database_sync_to_async(session_get)(session_id=session_id)
     except ApplicationError as exc:
@@ -132,7 +132,7 @@ async def session_events(
     (another client, a staff decision, expiry), in any process, through the channel layer.
     """
     if request.method != "GET":
-        return error_response(405, "use GET")
+        return method_not_allowed(request, "GET")
     try:
         await database_sync_to_async(session_get)(session_id=session_id)
     except ApplicationError as exc:
