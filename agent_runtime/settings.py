@@ -150,8 +150,13 @@ else:
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# django-q2 names its Redis keys after the cluster name (`django_q:<name>:q` is the queue,
+# `django_q:<name>:cluster:*` the workers' stats), so the name carries the deployment's prefix as
+# the channel layer's and the cache's keys do: two deployments on one Redis must never take each
+# other's tasks. It follows CACHE_PREFIX unless set, so one prefix set per deployment suffices.
+Q_PREFIX = env_str("Q_PREFIX") or env_str("CACHE_PREFIX", "agent-runtime")
 Q_CLUSTER = {
-    "name": "agent-runtime",
+    "name": Q_PREFIX,
     "workers": env_int("Q_WORKERS", 2),
     "timeout": 120,
     "retry": 180,
