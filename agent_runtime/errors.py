@@ -18,6 +18,7 @@ from django.core.exceptions import (
 )
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -130,6 +131,9 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     return error_response(403, message if isinstance(message, str) and message else "forbidden")
 
 
+# As the last URL pattern it is a view: exempt, or a POST to an unknown URL would fail the
+# CSRF check (403) before it could be told that nothing is there.
+@csrf_exempt
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     """handler404, and the last URL pattern: an unknown URL is a JSON 404 even with DEBUG on,
     where Django would draw its HTML page of the patterns it tried instead of calling this."""

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
@@ -262,6 +263,8 @@ async def _check_llm() -> dict[str, Any]:
     return result
 
 
+# No cookie authenticates it, so CSRF does not apply; checked, a POST would be a 403, not a 405.
+@csrf_exempt
 async def health(request: HttpRequest) -> JsonResponse:
     if request.method not in ("GET", "HEAD"):
         return method_not_allowed(request, "GET", "HEAD")

@@ -123,6 +123,7 @@ async def session_cancel(request: HttpRequest, session_id: str) -> HttpResponse:
     return JsonResponse({"session_id": session_id, "cancelled": await turns.cancel(session_id)})
 
 
+@csrf_exempt  # header-authenticated like the others; checked, a POST would be a 403, not a 405
 async def session_events(
     request: HttpRequest, session_id: str
 ) -> HttpResponse | StreamingHttpResponse:

@@ -46,8 +46,9 @@ WRONG_METHODS = [
 
 @pytest.fixture
 def client(settings: Any) -> Client:
+    """A client as real ones are: DEBUG off, and CSRF checked (Django's test client skips it)."""
     settings.DEBUG = False
-    return Client(raise_request_exception=False)
+    return Client(enforce_csrf_checks=True, raise_request_exception=False)
 
 
 def assert_json_error(response: Any, status: int) -> str:
@@ -96,6 +97,12 @@ def test_it_answers_a_wrong_method_with_a_json_405(client, name, url, method):
 def test_it_answers_bad_requests_with_json(client, url, headers, status, says):
     detail = assert_json_error(client.get(url, headers=headers), status)
     assert says in detail
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_an_unknown_url_is_a_404_whatever_the_method(client, method):
+    response = client.generic(method, "/no/such/endpoint", headers={"X-Internal-Auth": KEY})
+    assert assert_json_error(response, 404) == "not found: /no/such/endpoint"
 
 
 def test_the_largest_offset_is_an_empty_page(client, make_session):
@@ -163,5 +170,6 @@ def test_a_post_without_a_csrf_token_is_a_json_403(settings, staff):
 
 def test_an_oversized_admin_form_is_a_json_413(client, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    assert client.get("/admin/login/").status_code == 200  # sets the CSRF cookie
     response = client.post("/admin/login/", {"username": "x" * 5000, "password": "y"})
     assert_json_error(response, 413)

@@ -308,6 +308,32 @@ async def test_refusals_before_streaming(
     assert (await api.history(session))["messages"] == []
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", "/no/such/endpoint", AUTH, 404),
+        ("GET", "/static/no-such-file.css", {}, 404),
+        ("PUT", "/health", {}, 405),
+        ("GET", "/agent/message/stream", AUTH, 405),
+        ("GET", "/sessions?offset=99999999999999999999", AUTH, 400),
+        ("GET", "/sessions", {**AUTH, "Host": "evil.example"}, 400),
+        ("POST", "/admin/login/", {}, 403),  # no CSRF cookie or token
+    ],
+)
+async def test_errors_from_the_real_server_are_json(
+    runtime: Runtime,
+    http: httpx.AsyncClient,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    response = await http.request(method, f"{runtime.url}{path}", headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert isinstance(response.json()["detail"], str)
+
+
 async def close_code(runtime: Runtime, path: str, headers: dict[str, str]) -> int | None:
     """The code a socket is closed with right after its handshake (which must succeed)."""
     async with websockets.connect(
