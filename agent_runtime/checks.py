@@ -7,6 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
+MIN_API_KEY_CHARS = 32
+
 
 # A deployment check (`manage.py check --deploy`), so that migrate or createsuperuser work in a
 # fresh checkout; serving is refused outright by agent_runtime/asgi.py, which runs it itself.
@@ -33,6 +35,21 @@ def check_secrets(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         )
     if not settings.INTERNAL_API_KEY:
         errors.append(Error("INTERNAL_API_KEY is empty.", id="agent_runtime.E003"))
+    elif (
+        settings.INTERNAL_API_KEY != settings.DEFAULT_INTERNAL_API_KEY
+        and len(settings.INTERNAL_API_KEY) < MIN_API_KEY_CHARS
+    ):
+        # The key is the only thing between the network and every session: make it unguessable.
+        # The message never shows the key, not even its length.
+        errors.append(
+            Error(
+                f"INTERNAL_API_KEY is shorter than {MIN_API_KEY_CHARS} characters "
+                "while DEBUG is off.",
+                hint="Set INTERNAL_API_KEY to a long random value, for example the output of "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'.",
+                id="agent_runtime.E004",
+            )
+        )
     return errors
 
 

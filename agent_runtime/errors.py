@@ -1,14 +1,26 @@
-"""One error type for the application, and its single mapping to HTTP."""
+"""One error type for the application, its single mapping to HTTP, and Django's error views.
+
+Every error body is ``{"detail": "<english>"}`` (PROTOCOL §1): DRF views go through
+``exception_handler``; everything else (unknown URLs, CSRF failures, the admin, a crash) through
+the ``handler400``/``403``/``404``/``500`` views below, which ``agent_runtime/urls.py`` installs.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import (
+    DisallowedHost,
+    PermissionDenied,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -105,3 +117,59 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 def ratelimited(request: HttpRequest, exception: Exception) -> JsonResponse:
     """RATELIMIT_VIEW: django-ratelimit's 403 is a 429 here."""
     return error_response(429, "rate limit exceeded", Retry_After="60")
+
+
+def method_not_allowed(request: HttpRequest, *allowed: str) -> JsonResponse:
+    """405 for the views that are not DRF's, with the ``Allow`` header DRF would send."""
+    return error_response(
+        405,
+        f"method {request.method} not allowed; use {' or '.join(allowed)}",
+        Allow=", ".join(allowed),
+    )
+
+
+# --- Django's error views (handler400/403/404/500 and CSRF_FAILURE_VIEW) ----------------------
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """handler400: SuspiciousOperation and BadRequest raised outside DRF's handler."""
+    if isinstance(exception, RequestDataTooBig):
+        # A SuspiciousOperation to Django, but the client needs the status the API uses.
+        return error_response(413, "request body too large")
+    if isinstance(exception, DisallowedHost):
+        return error_response(400, "bad request: the Host header is not one this server serves")
+    if isinstance(exception, (TooManyFieldsSent, TooManyFilesSent)):
+        return error_response(400, "bad request: too many query or form fields")
+    # Other messages may name internals (settings, file names): say only what went wrong.
+    return error_response(400, "bad request")
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """handler403: PermissionDenied raised by a view that is not DRF's (the admin's own)."""
+    message = exception.args[0] if exception and exception.args else ""
+    return error_response(403, message if isinstance(message, str) and message else "forbidden")
+
+
+# As the last URL pattern it is a view: exempt, or a POST to an unknown URL would fail the
+# CSRF check (403) before it could be told that nothing is there.
+@csrf_exempt
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """handler404, and the last URL pattern: an unknown URL is a JSON 404 even with DEBUG on,
+    where Django would draw its HTML page of the patterns it tried instead of calling this."""
+    message = exception.args[0] if exception and exception.args else ""
+    # Resolver404 carries a dict of the patterns tried, not a sentence for the client.
+    if isinstance(message, str) and message:
+        return error_response(404, message)
+    return error_response(404, f"not found: {request.path}")
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    """handler500 (DEBUG off). No templates, no database: it must work when they do not."""
+    return error_response(500, "internal server error")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    """CSRF_FAILURE_VIEW: a cookie-authenticated POST (the admin) without a valid token."""
+    return error_response(
+        403, f"CSRF verification failed: {reason}" if reason else "CSRF verification failed"
+    )

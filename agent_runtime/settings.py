@@ -187,8 +187,13 @@ else:
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# django-q2 names its Redis keys after the cluster name (`django_q:<name>:q` is the queue,
+# `django_q:<name>:cluster:*` the workers' stats), so the name carries the deployment's prefix as
+# the channel layer's and the cache's keys do: two deployments on one Redis must never take each
+# other's tasks. It follows CACHE_PREFIX unless set, so one prefix set per deployment suffices.
+Q_PREFIX = env_str("Q_PREFIX") or env_str("CACHE_PREFIX", "agent-runtime")
 Q_CLUSTER = {
-    "name": "agent-runtime",
+    "name": Q_PREFIX,
     "workers": env_int("Q_WORKERS", 2),
     "timeout": 120,
     "retry": 180,
@@ -228,6 +233,8 @@ REST_FRAMEWORK = {
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
+# A failed CSRF check (the admin's forms) answers JSON like every other error, not Django's page.
+CSRF_FAILURE_VIEW = "agent_runtime.errors.csrf_failure"
 
 # --- Agents, tools, approvals -------------------------------------------------------------------
 MULTI_AGENT_MODE = env_bool("MULTI_AGENT_MODE", True)

@@ -1,10 +1,15 @@
-"""HTTP routes. The paths are PROTOCOL §2 and §3 exactly (no trailing slashes)."""
+"""HTTP routes. The paths are PROTOCOL §2 and §3 exactly (no trailing slashes).
+
+Errors anywhere are JSON (PROTOCOL §1): Django calls the ``handler*`` views below for exceptions
+no view turned into a response, and ``CSRF_FAILURE_VIEW`` (settings) for a failed CSRF check.
+"""
 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 
+from agent_runtime import errors
 from agents import api as agents_api
 from approvals import api as approvals_api
 from sessions import api as sessions_api
@@ -42,4 +47,12 @@ urlpatterns = [
     ),
     path("agent/message/stream", stream_views.message_stream, name="message-stream"),
     path("admin/", admin.site.urls),
+    # Last: whatever no pattern above matched. Django shows its HTML 404 page instead of
+    # handler404 when DEBUG is on (as under `make run`), and clients are owed JSON there too.
+    re_path(r"", errors.not_found, name="not-found"),
 ]
+
+handler400 = errors.bad_request
+handler403 = errors.permission_denied
+handler404 = errors.not_found
+handler500 = errors.server_error

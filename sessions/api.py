@@ -13,11 +13,13 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from agent_runtime.errors import method_not_allowed
 from agents.llm import breaker_state, get_provider
 from sessions import selectors, services
 from sessions.models import AgentSession, AuditEvent
@@ -78,9 +80,14 @@ class SessionCreateInput(StrictSerializer):
     title = StrictCharField(required=False, allow_blank=True, max_length=services.TITLE_MAX_CHARS)
 
 
+# Far beyond any real listing, and small enough that OFFSET + LIMIT stays a 32-bit integer:
+# an unbounded offset overflowed the database's 64-bit OFFSET into a 500.
+MAX_OFFSET = 1_000_000_000
+
+
 class SessionListInput(serializers.Serializer[Any]):
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=50)
-    offset = serializers.IntegerField(min_value=0, default=0)
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_OFFSET, default=0)
     active_only = serializers.BooleanField(default=False)
 
 
@@ -294,16 +301,24 @@ async def _health_payload() -> dict[str, Any]:
     }
 
 
+# No cookie authenticates these, so CSRF does not apply; checked, a POST would be a 403, not
+# a 405.
+@csrf_exempt
 async def health(request: HttpRequest) -> JsonResponse:
     """GET /health: every check and what failed; 503 only without a database (a process
     that has one can still answer most requests, and restarting it would not bring Redis
     or the model back)."""
+    if request.method not in ("GET", "HEAD"):
+        return method_not_allowed(request, "GET", "HEAD")
     payload = await _health_payload()
     return JsonResponse(payload, status=503 if payload["status"] == "unhealthy" else 200)
 
 
+@csrf_exempt
 async def ready(request: HttpRequest) -> JsonResponse:
     """GET /ready, for load balancers: 503 unless the database, the cache and the channel
     layer all answer, i.e. unless this process can serve turns now."""
+    if request.method not in ("GET", "HEAD"):
+        return method_not_allowed(request, "GET", "HEAD")
     payload = await _health_payload()
     return JsonResponse(payload, status=200 if payload["ready"] else 503)

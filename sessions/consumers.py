@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
@@ -73,6 +73,9 @@ def connection_actor(scope: Mapping[str, Any]) -> turns.Actor | None:
 class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.session_id: str = self.scope["url_route"]["kwargs"]["session_id"]
+        # Accepted before any refusal: closed before accept(), every refusal reaches the client
+        # as the same HTTP 403; after it, the close code says which one it was.
+        await self.accept()
         if not authorized(self.scope):
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
@@ -85,14 +88,12 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         try:
             await self.channel_layer.group_add(turns.group_name(self.session_id), self.channel_name)
         except LAYER_DOWN as exc:
-            await self.accept()
             await self.layer_down({"type": "layer.down", "error": str(exc)})
             return
         self.group = turns.group_name(self.session_id)
         # One inbox, worked in order: frames sent back to back run in the order they came.
         self.inbox: asyncio.Queue[ClientMessage | None] = asyncio.Queue()
         self.worker = asyncio.create_task(self._work())
-        await self.accept()
         if wants_replay(self.scope.get("query_string", b"").decode()):
             for chunk in await database_sync_to_async(outstanding_chunks)(
                 session_id=self.session_id
@@ -107,6 +108,17 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             # Frames already received still run; turns go on without this socket, and
             # their results land in the history.
             self.inbox.put_nowait(None)
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        if not hasattr(self, "inbox"):
+            return  # refused in connect(): a frame sent before the close arrived
+        if text_data is None:
+            # Channels' JSON consumer raises on a binary frame, which closes the socket (1011).
+            await self.send_chunk(error_chunk("binary frames are not accepted: send JSON as text"))
+            return
+        await self.receive_json(await self.decode_json(text_data), **kwargs)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if self.actor is None:
@@ -189,3 +201,12 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         if getattr(self, "gone", False):
             return  # a queued frame failed after its socket closed: nobody to tell
         await self.send(text_data=dumps(chunk))
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Every WebSocket path that is not a session's: closed with 4404, as an unknown session is
+    (without it Channels' router raises "No route found", a traceback and a failed handshake)."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)

@@ -10,7 +10,9 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 
+from agent_runtime.errors import method_not_allowed
 from agents.llm import breaker_state
 from approvals.models import Approval
 from sessions.selectors import event_metrics
@@ -134,5 +136,9 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+# No cookie authenticates it, so CSRF does not apply; checked, a POST would be a 403, not a 405.
+@csrf_exempt
 def metrics(request: HttpRequest) -> HttpResponse:
+    if request.method not in ("GET", "HEAD"):
+        return method_not_allowed(request, "GET", "HEAD")
     return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -6,13 +6,14 @@ from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from django.urls import re_path
 
-from sessions.consumers import SessionConsumer
+from sessions.consumers import SessionConsumer, UnknownPathConsumer
 
 # django-stubs types re_path's view as a Django view, types-channels wants its own pattern type;
 # routing ASGI consumers through re_path is what Channels documents.
 websocket_urlpatterns = [
     re_path(r"^ws/(?P<session_id>[^/]+)$", SessionConsumer.as_asgi()),  # type: ignore[arg-type]
     re_path(r"^api/v1/ws/(?P<session_id>[^/]+)$", SessionConsumer.as_asgi()),  # type: ignore[arg-type]
+    re_path(r"", UnknownPathConsumer.as_asgi()),  # type: ignore[arg-type]
 ]
 
 # Session auth lets a logged-in staff member's browser connect; no AllowedHostsOriginValidator,

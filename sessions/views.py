@@ -22,7 +22,7 @@ from django_ratelimit.core import is_ratelimited
 from redis.exceptions import RedisError
 
 from agent_runtime import jsonbody
-from agent_runtime.errors import ApplicationError, error_response
+from agent_runtime.errors import ApplicationError, error_response, method_not_allowed
 from agents import turns
 from agents.chunks import KEEPALIVE_FRAME, error_chunk, sse_frame
 from agents.messages import parse_request
@@ -88,7 +88,7 @@ def _read_json(request: HttpRequest) -> Any:
 @csrf_exempt
 async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if request.method != "POST":
-        return error_response(405, "use POST")
+        return method_not_allowed(request, "POST")
     try:
         session_id, message, wait = parse_request(_read_json(request))
     except ApplicationError as exc:  # not a stream request at all: an HTTP error (§3)
@@ -161,7 +161,7 @@ async def sse_stream(listener: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
 async def session_cancel(request: HttpRequest, session_id: str) -> HttpResponse:
     """POST /sessions/{id}/cancel: stop the running turn, in whichever process runs it."""
     if request.method != "POST":
-        return error_response(405, "use POST")
+        return method_not_allowed(request, "POST")
     try:
         await database_sync_to_async(session_get)(session_id=session_id)
     except ApplicationError as exc:
@@ -169,6 +169,7 @@ async def session_cancel(request: HttpRequest, session_id: str) -> HttpResponse:
     return JsonResponse({"session_id": session_id, "cancelled": await turns.cancel(session_id)})
 
 
+@csrf_exempt  # header-authenticated like the others; checked, a POST would be a 403, not a 405
 async def session_events(
     request: HttpRequest, session_id: str
 ) -> HttpResponse | StreamingHttpResponse:
@@ -178,7 +179,7 @@ async def session_events(
     (another client, a staff decision, expiry), in any process, through the channel layer.
     """
     if request.method != "GET":
-        return error_response(405, "use GET")
+        return method_not_allowed(request, "GET")
     try:
         await database_sync_to_async(session_get)(session_id=session_id)
     except ApplicationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import subprocess
@@ -9,11 +10,14 @@ import sys
 
 import pytest
 from django.core.checks import run_checks
+from django.core.management import call_command
 
 from agent_runtime.checks import check_secrets
 from sessions.models import AgentSession
 
 pytestmark = pytest.mark.django_db
+
+LONG_KEY = "a-real-internal-api-key-0123456789"  # 34 characters: long enough with DEBUG off
 
 PROTECTED = [
     ("get", "/sessions"),
@@ -100,11 +104,20 @@ def test_the_server_refuses_to_start_on_default_secrets():
     refused = run_python("import agent_runtime.asgi", DEBUG="false")
     assert refused.returncode != 0
     assert "DJANGO_SECRET_KEY is the built-in development default" in refused.stderr
+    short = run_python(
+        "import agent_runtime.asgi",
+        DEBUG="false",
+        DJANGO_SECRET_KEY="a-real-secret-" * 4,
+        INTERNAL_API_KEY="a-real-but-short-key",
+    )
+    assert short.returncode != 0
+    assert "INTERNAL_API_KEY is shorter than 32 characters" in short.stderr
+    assert "a-real-but-short-key" not in short.stderr
     started = run_python(
         "import agent_runtime.asgi",
         DEBUG="false",
         DJANGO_SECRET_KEY="a-real-secret-" * 4,
-        INTERNAL_API_KEY="a-real-key",
+        INTERNAL_API_KEY=LONG_KEY,
     )
     assert started.returncode == 0, started.stderr
     assert run_python("import agent_runtime.asgi", DEBUG="true").returncode == 0
@@ -115,8 +128,47 @@ def test_it_accepts_real_secrets_or_debug(settings):
     assert check_secrets() == []
     settings.DEBUG = False
     settings.SECRET_KEY = "a-real-secret-" * 4
-    settings.INTERNAL_API_KEY = "a-real-key"
+    settings.INTERNAL_API_KEY = LONG_KEY
     assert check_secrets() == []
+
+
+@pytest.mark.parametrize(("length", "refused"), [(8, True), (31, True), (32, False), (64, False)])
+def test_it_refuses_a_short_api_key_with_debug_off(settings, length, refused):
+    settings.DEBUG = False
+    settings.SECRET_KEY = "a-real-secret-" * 4
+    settings.INTERNAL_API_KEY = "k" * length
+    errors = check_secrets()
+    assert [e.id for e in errors] == (["agent_runtime.E004"] if refused else [])
+    for error in errors:
+        assert "k" * length not in f"{error.msg} {error.hint}"
+    deploy = {e.id for e in run_checks(include_deployment_checks=True)}
+    assert ("agent_runtime.E004" in deploy) is refused
+    settings.DEBUG = True
+    assert check_secrets() == []
+
+
+def banner(**options: str) -> str:
+    out = io.StringIO()
+    call_command("banner", stdout=out, **options)
+    return out.getvalue()
+
+
+def test_the_banner_never_prints_a_real_key(settings):
+    settings.INTERNAL_API_KEY = LONG_KEY
+    text = banner(host="127.0.0.1", port="8000")
+    assert LONG_KEY not in text
+    assert "INTERNAL_API_KEY (not shown)" in text
+    assert (
+        """curl -s -H "X-Internal-Auth: $INTERNAL_API_KEY" -X POST http://127.0.0.1:8000/sessions"""
+        in text
+    )
+
+
+def test_the_banner_names_the_development_default(settings):
+    settings.INTERNAL_API_KEY = "dev-internal-key"
+    text = banner(port="9000")
+    assert "dev-internal-key, the development default (set INTERNAL_API_KEY" in text
+    assert "curl -s -H 'X-Internal-Auth: dev-internal-key' -X POST http://127.0.0.1:9000" in text
 
 
 def test_it_flags_an_unsafe_keepalive(settings):

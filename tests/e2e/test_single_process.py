@@ -306,17 +306,81 @@ async def test_refusals_before_streaming(
 
 
 @pytest.mark.parametrize(
-    ("case", "headers"),
-    [("no key", {}), ("wrong key", {"X-Internal-Auth": "nope"}), ("unknown session", AUTH)],
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", "/no/such/endpoint", AUTH, 404),
+        ("GET", "/static/no-such-file.css", {}, 404),
+        ("PUT", "/health", {}, 405),
+        ("GET", "/agent/message/stream", AUTH, 405),
+        ("GET", "/sessions?offset=99999999999999999999", AUTH, 400),
+        ("GET", "/sessions", {**AUTH, "Host": "evil.example"}, 400),
+        ("POST", "/admin/login/", {}, 403),  # no CSRF cookie or token
+    ],
 )
-async def test_a_websocket_without_access_is_refused(
-    runtime: Runtime, api: Api, case: str, headers: dict[str, str]
+async def test_errors_from_the_real_server_are_json(
+    runtime: Runtime,
+    http: httpx.AsyncClient,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    response = await http.request(method, f"{runtime.url}{path}", headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert isinstance(response.json()["detail"], str)
+
+
+async def close_code(runtime: Runtime, path: str, headers: dict[str, str]) -> int | None:
+    """The code a socket is closed with right after its handshake (which must succeed)."""
+    async with websockets.connect(
+        f"{runtime.ws_url}{path}", additional_headers=headers, open_timeout=15, proxy=None
+    ) as connection:
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await asyncio.wait_for(connection.recv(), 10)
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+@pytest.mark.parametrize(
+    ("case", "headers", "code"),
+    [
+        ("no key", {}, 4401),
+        ("wrong key", {"X-Internal-Auth": "nope"}, 4401),
+        ("unknown session", AUTH, 4404),
+    ],
+)
+async def test_a_websocket_without_access_is_refused_with_its_reason(
+    runtime: Runtime, api: Api, case: str, headers: dict[str, str], code: int
 ) -> None:
     session = "e2e-no-such-session" if case == "unknown session" else await api.new_session()
-    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
-        async with ws_connect(runtime, session, headers=headers):
-            pass
-    assert refused.value.response.status_code == 403
+    assert await close_code(runtime, f"/ws/{session}", headers) == code
+
+
+def log_since(runtime: Runtime, mark: int) -> str:
+    """What the server logged after ``mark`` (a size of its log file)."""
+    return runtime.log_path.read_bytes()[mark:].decode(errors="replace")
+
+
+async def test_an_unknown_websocket_path_is_closed_cleanly(runtime: Runtime) -> None:
+    mark = runtime.log_path.stat().st_size
+    for path in ["/ws/", "/ws/x/extra", "/api/v1/ws/", "/no/such/socket"]:
+        assert await close_code(runtime, path, AUTH) == 4404, path
+    assert "Traceback" not in log_since(runtime, mark)
+
+
+async def test_a_binary_frame_is_answered_and_the_socket_lives(
+    runtime: Runtime, api: Api, fake: Any
+) -> None:
+    session = await api.new_session(agent="coder")
+    mark = runtime.log_path.stat().st_size
+    async with ws_connect(runtime, session) as socket:
+        await socket.connection.send(b'{"type": "user_message", "content": "hi"}')
+        error = await socket.next_chunk(timeout=10)  # checks the [compat] keys and order
+        assert error["type"] == "error" and error["is_final"] is True
+        assert "binary" in error["error"]
+        fake.enqueue(fakellm.text("Still listening."))
+        assert text_of(await socket.turn(user("hi"))) == "Still listening."
+    assert "Traceback" not in log_since(runtime, mark)
 
 
 # --- restart safety (keep last: it restarts the module's process) ----------------------------

@@ -95,25 +95,77 @@ async def test_a_bad_frame_gets_an_error_only_on_its_socket(llm):
     await watcher.disconnect()
 
 
+async def refused_with(ws: WebsocketCommunicator) -> int:
+    """The close code of a socket refused after its handshake (so the client can read it)."""
+    connected, _ = await ws.connect()
+    assert connected  # a close before accept() would be an HTTP 403 saying neither reason
+    closed = await ws.receive_output(5)
+    assert closed["type"] == "websocket.close"
+    code: int = closed["code"]
+    return code
+
+
 @pytest.mark.parametrize(
     ("session_id", "key", "code"),
     [("w1", "wrong", 4401), ("missing", None, 4404)],
 )
 async def test_it_refuses_bad_connections(llm, session_id, key, code):
     await new_session()
-    ws = socket(session_id, key=key)
-    connected, close_code = await ws.connect()
-    assert not connected
-    assert close_code == code
+    assert await refused_with(socket(session_id, key=key)) == code
 
 
 async def test_it_refuses_a_staff_cookie_without_an_origin(llm):
-    from channels.testing import WebsocketCommunicator as Communicator
-
     await new_session()
-    ws = Communicator(websocket_application, "/ws/w1")  # no key, no cookie, no origin
-    connected, code = await ws.connect()
-    assert not connected and code == 4401
+    ws = WebsocketCommunicator(websocket_application, "/ws/w1")  # no key, no cookie, no origin
+    assert await refused_with(ws) == 4401
+
+
+@pytest.mark.parametrize(
+    "path", ["/ws/", "/ws", "/ws/w1/extra", "/api/v1/ws/", "/api/v1/ws/w1/x", "/", "/nope"]
+)
+async def test_it_closes_an_unknown_path_with_4404(path):
+    # Channels' router raised "No route found" for these: a traceback and a failed handshake.
+    headers = [(b"x-internal-auth", settings.INTERNAL_API_KEY.encode())]
+    assert await refused_with(WebsocketCommunicator(websocket_application, path, headers)) == 4404
+
+
+async def test_a_binary_frame_gets_an_error_and_the_socket_lives(llm):
+    await new_session()
+    ws = socket()
+    assert (await ws.connect())[0]
+    await ws.send_to(bytes_data=b'{"type": "user_message", "content": "hi"}')
+    error = json.loads(await ws.receive_from(5))
+    assert list(error) == [
+        "type",
+        "content",
+        "token",
+        "is_final",
+        "call_id",
+        "tool_name",
+        "arguments",
+        "requires_approval",
+        "error",
+        "metadata",
+    ]
+    assert error["type"] == "error" and error["is_final"] is True
+    assert "binary" in error["error"] and error["content"] == error["error"]
+    # An empty text frame is malformed JSON, not a crash (the communicator cannot send one).
+    await ws.send_input({"type": "websocket.receive", "text": ""})
+    assert "malformed JSON" in json.loads(await ws.receive_from(5))["error"]
+    llm.enqueue(fakellm.text("still here"))
+    await ws.send_json_to({"type": "user_message", "content": "hi"})
+    assert text_of(await receive_turn(ws)) == "still here"
+    await ws.disconnect()
+
+
+async def test_a_refused_socket_ignores_frames_sent_before_its_close(llm):
+    await new_session()
+    ws = socket(key="wrong")
+    assert (await ws.connect())[0]
+    await ws.send_json_to({"type": "user_message", "content": "hi"})
+    assert (await ws.receive_output(5)) == {"type": "websocket.close", "code": 4401}
+    assert await ws.receive_nothing(0.2)
+    assert await user_messages("w1") == []
 
 
 async def test_cancel_stops_the_running_turn(llm):

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 
 class Command(BaseCommand):
-    help = "Print the URL, the API key in use and how to create a staff user."
+    help = "Print the URL, which API key is in use (never a real one) and how to log in."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -17,7 +17,17 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, host: str, port: str, **options: Any) -> None:
         url = f"http://{host}:{port}"
-        dev_key = settings.INTERNAL_API_KEY == settings.DEFAULT_INTERNAL_API_KEY
+        # The development default is public (README, settings) and shown so the curl line can be
+        # copied as is; any other key is a secret, named by its variable and never printed.
+        if settings.INTERNAL_API_KEY == settings.DEFAULT_INTERNAL_API_KEY:
+            key_line = (
+                f"{settings.DEFAULT_INTERNAL_API_KEY}, the development default "
+                "(set INTERNAL_API_KEY for your own)"
+            )
+            auth = f"'X-Internal-Auth: {settings.DEFAULT_INTERNAL_API_KEY}'"
+        else:
+            key_line = "the value of INTERNAL_API_KEY (not shown)"
+            auth = '"X-Internal-Auth: $INTERNAL_API_KEY"'
         llm = settings.LLM_BASE_URL or "the built-in DEMO model (set LLM_BASE_URL for a real one)"
         db = settings.DATABASES["default"]
         self.stdout.write(
@@ -28,13 +38,11 @@ class Command(BaseCommand):
                     f"  health:     {url}/health",
                     f"  admin:      {url}/admin/",
                     f"  websocket:  ws://{host}:{port}/ws/<session_id>",
-                    f"  API key:    X-Internal-Auth: {settings.INTERNAL_API_KEY}"
-                    + ("  (development default)" if dev_key else ""),
+                    f"  API key:    {key_line}",
                     f"  LLM:        {llm}",
                     f"  database:   {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}",
                     "  staff user: .venv/bin/python manage.py createsuperuser",
-                    "  try:       curl -s -H 'X-Internal-Auth: "
-                    f"{settings.INTERNAL_API_KEY}' -X POST {url}/sessions",
+                    f"  try:        curl -s -H {auth} -X POST {url}/sessions",
                     "",
                 ]
             )
