@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-sqlite test-postgres venv lock lint typecheck bench clean
+.PHONY: run test test-sqlite test-postgres venv lock lint typecheck bench bench-load clean
 
 $(VENV)/.installed: requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ typecheck: venv
 
 bench: venv
 	$(PY) bench/stream.py
+
+# N turns at once on PostgreSQL + Redis (a database and key prefix of its own, removed after).
+bench-load: venv
+	$(PY) bench/load.py
 
 # Regenerate the hashed lock from pyproject.toml (needs `pip install uv`).
 lock:

@@ -22,13 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
-import contextlib
-import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,14 +38,25 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
-PYTHON = sys.executable
-DAPHNE = shutil.which("daphne", path=str(VENV_BIN)) or str(ROOT / ".venv" / "bin" / "daphne")
-FAKELLM = ROOT / "tests" / "fakellm.py"
+if __package__ in (None, ""):  # run as a script: make the ``bench`` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common
+from bench.common import (
+    BenchError,
+    Runtime,
+    cpu_seconds,
+    on_signal,
+    pct,
+    print_table,
+    start_daphne,
+    start_fake,
+    stop,
+    stop_all,
+)
+
 API_KEY = "bench-key"
 AUTH = {"X-Internal-Auth": API_KEY}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Targets (see bench/README.md).
 TTFT_OVERHEAD_P50_MS = 15.0
@@ -58,112 +66,6 @@ CPU_PER_TURN_MS = 10.0
 TTFT_TOKENS, TTFT_DELAY = 200, 0.010
 BULK_TOKENS, BULK_DELAY = 2000, 0.0
 WARMUP_TURNS = 3
-
-
-class BenchError(RuntimeError):
-    """Something failed to run (as opposed to a figure missing its target)."""
-
-
-# --- Subprocesses ----------------------------------------------------------------------------
-
-_children: list[subprocess.Popen[bytes]] = []
-
-
-def _die_with_parent() -> None:
-    # Linux: the child gets SIGTERM if the benchmark dies, even by SIGKILL.
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    os.setpgrp()  # Ctrl-C in the terminal reaches only us; we stop the children in order.
-
-
-def spawn(args: list[str], *, env: dict[str, str], log: Path, stdout_pipe: bool = False):
-    logf = open(log, "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        args,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if stdout_pipe else logf,
-        stderr=logf,
-        preexec_fn=_die_with_parent,
-    )
-    proc._bench_log = logf  # type: ignore[attr-defined]
-    _children.append(proc)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None:
-        return
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(5)
-    with contextlib.suppress(Exception):
-        proc._bench_log.close()  # type: ignore[attr-defined]
-    if proc.stdout is not None:
-        proc.stdout.close()
-    if proc in _children:
-        _children.remove(proc)
-
-
-def stop_all() -> None:
-    for proc in reversed(list(_children)):
-        stop(proc)
-
-
-def _on_signal(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # After the comm field: state is fields[0], so utime (14) and stime (15) are [11] and [12].
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-@dataclass
-class Fake:
-    proc: subprocess.Popen[bytes]
-    url: str
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-
-def start_fake(tokens: int, delay: float, tmp: Path, name: str) -> Fake:
-    log = tmp / f"fake-{name}.log"
-    cmd = [PYTHON, str(FAKELLM), "--port", "0", "--default-tokens", str(tokens)]
-    proc = spawn([*cmd, "--delay", str(delay)], env=dict(os.environ), log=log, stdout_pipe=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode().strip()  # the fake prints READY within a second
-    if not line.startswith("READY "):
-        stop(proc)
-        raise BenchError(f"the fake LLM did not start: {line!r}\n{tail(log)}")
-    return Fake(proc, line.split(" ", 1)[1])
 
 
 def runtime_env(tmp: Path, llm_url: str) -> dict[str, str]:
@@ -182,28 +84,7 @@ def runtime_env(tmp: Path, llm_url: str) -> dict[str, str]:
 
 
 def migrate(tmp: Path) -> None:
-    env = runtime_env(tmp, "http://127.0.0.1:9")
-    done = subprocess.run(
-        [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"migrate failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-
-
-@dataclass
-class Runtime:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    common.migrate(runtime_env(tmp, "http://127.0.0.1:9"))
 
 
 def start_runtime(
@@ -211,29 +92,11 @@ def start_runtime(
     llm_url: str,
     name: str,
     *,
-    app: str = "agent_runtime.asgi:application",
+    app: str = common.ASGI_APP,
     wrapper: list[str] | None = None,
 ) -> Runtime:
-    port = free_port()
     log = tmp / f"daphne-{name}.log"
-    cmd = [DAPHNE, "-b", "127.0.0.1", "-p", str(port), app]
-    proc = spawn([*(wrapper or []), *cmd], env=runtime_env(tmp, llm_url), log=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    last = ""
-    with httpx.Client(timeout=5) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BenchError(f"daphne exited with {proc.returncode}:\n{tail(log)}")
-            try:
-                r = client.get(f"{url}/health")
-                if r.status_code == 200:
-                    return Runtime(proc, url, log)
-                last = f"{r.status_code} {r.text[:300]}"
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.1)
-    raise BenchError(f"GET /health never answered 200 (last: {last})\n{tail(log)}")
+    return start_daphne(runtime_env(tmp, llm_url), log, app=app, wrapper=wrapper)
 
 
 # --- A bare relay, for a floor ----------------------------------------------------------------
@@ -431,17 +294,6 @@ def check_text(turn: Turn, n: int, where: str) -> None:
 
 
 # --- Measurements ----------------------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    """Percentile by linear interpolation between closest ranks (q in 0..100)."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    pos = (len(ordered) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 @dataclass
@@ -674,13 +526,7 @@ def report(res: Results) -> None:
                 "info",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        pairs = enumerate(zip(row, widths, strict=True))
-        cells = [c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in pairs]
-        print("  ".join(cells))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(rows)
     print()
     print(
         "direct: the same fake LLM script read by this client with no runtime in between.\n"
@@ -713,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.turns < 1 or args.reps < 1 or args.concurrency < 0:
         parser.error("--turns and --reps must be at least 1, --concurrency at least 0")
 
-    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     atexit.register(stop_all)
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     began = time.perf_counter()
