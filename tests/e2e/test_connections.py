@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -78,10 +78,10 @@ def runtime(
 
 
 @pytest.fixture
-async def wide_http() -> Iterator[httpx.AsyncClient]:
+async def wide_http() -> AsyncIterator[httpx.AsyncClient]:
     limits = httpx.Limits(max_connections=TURNS + FOLLOWERS + 20, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=90.0, limits=limits, trust_env=False) as client:
-        yield client  # type: ignore[misc]
+        yield client
 
 
 async def follow(http: httpx.AsyncClient, url: str, started: asyncio.Event) -> int:
