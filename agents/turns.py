@@ -371,9 +371,9 @@ async def _heartbeat(lease: locks.TurnLease, stop: Callable[[str | None], None])
     and two turns must never run in one session."""
     ttl = settings.TURN_LOCK_TTL_SECONDS
     interval = min(2.0, ttl / 3)
-    loop = asyncio.get_running_loop()
-    # The claim set the expiry to its own now + TTL; counting from here errs on the safe side.
-    valid_until = loop.time() + ttl
+    loop = asyncio.get_running_loop()  # its clock is time.monotonic()
+    # The claim set the row's expiry to at most this; each renewal moves it on.
+    valid_until = lease.claimed_at + ttl
     # Stop this long before the expiry: time for the turn to notice and stop writing.
     margin = max(interval, ttl / 5)
     delay = interval

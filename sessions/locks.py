@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +46,9 @@ REVOKED = "revoked:"  # prefix of a cancelled turn's lease until that turn relea
 class TurnLease:
     session_id: str
     token: str
+    # time.monotonic() just before the claim that took it: the row's expiry is at most the
+    # TTL after this (the heartbeat counts from here).
+    claimed_at: float = 0.0
 
     def holds(self, owner: str) -> bool:
         """Whether a row whose ``turn_owner`` is ``owner`` is still this lease's (a revoked
@@ -192,11 +196,13 @@ async def acquire(session_id: str, *, wait: bool, then: Callable[[], T]) -> tupl
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.TURN_LOCK_WAIT_SECONDS
     delay = POLL_SECONDS
-    while (
-        result := await durable(
+    while True:
+        claimed_at = time.monotonic()
+        result = await durable(
             "take the session's turn", _claim_then, session_id=session_id, token=token, then=then
         )
-    ) is _BUSY:
+        if result is not _BUSY:
+            break
         if not wait or loop.time() >= deadline:
             raise Conflict(
                 "this session is busy with another turn; retry when it finishes"
@@ -206,4 +212,4 @@ async def acquire(session_id: str, *, wait: bool, then: Callable[[], T]) -> tupl
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, MAX_POLL_SECONDS)
-    return TurnLease(session_id=session_id, token=token), result
+    return TurnLease(session_id=session_id, token=token, claimed_at=claimed_at), result
