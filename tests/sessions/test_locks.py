@@ -77,6 +77,7 @@ class Flaky:
         return value
 
 
+@pytest.mark.django_db(transaction=True)  # the wrapper closes stale connections around calls
 async def test_durable_retries_through_a_short_outage(settings, caplog):
     settings.DB_RETRY_SECONDS = 5
     step = Flaky(failures=3)
@@ -86,6 +87,7 @@ async def test_durable_retries_through_a_short_outage(settings, caplog):
     assert len(retries) == 3 and all(r.levelname == "WARNING" for r in retries)
 
 
+@pytest.mark.django_db(transaction=True)
 async def test_durable_gives_up_with_a_503_the_client_can_read(settings, caplog):
     settings.DB_RETRY_SECONDS = 0.3
     step = Flaky(failures=1000)
