@@ -18,9 +18,7 @@ venv: $(VENV)/.installed
 # Embedded defaults: SQLite, in-memory channel layer, local-memory cache, the demo model.
 run: export DEBUG := $(or $(DEBUG),true)
 run: venv
-	@$(PY) manage.py migrate --noinput -v 0
-	@$(PY) manage.py setup_schedules
-	@$(PY) manage.py banner --host $(HOST) --port $(PORT)
+	@$(PY) manage.py prepare --host $(HOST) --port $(PORT)
 	@trap 'kill 0' INT TERM EXIT; \
 	  $(PY) manage.py qcluster & \
 	  $(VENV)/bin/daphne -b $(HOST) -p $(PORT) agent_runtime.asgi:application
