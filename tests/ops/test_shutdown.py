@@ -1,4 +1,4 @@
-"""Starting and stopping like a service: `manage.py runqcluster`.
+"""Starting and stopping like a service: `make run`, `make serve` and `manage.py runqcluster`.
 
 Each command runs in a session of its own (``start_new_session``), is signalled the way a
 terminal (SIGINT to the foreground group) or docker/systemd/a supervisor (SIGTERM to the group)
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.server import ROOT, free_port, migrate, runtime_env
@@ -23,6 +24,7 @@ from tests.e2e.server import ROOT, free_port, migrate, runtime_env
 pytestmark = pytest.mark.e2e
 
 STOP_LIMIT = 10.0  # seconds, from the signal to the last process of the session gone
+START_TIMEOUT = 60.0  # make: migrate, schedules, banner, supervisord, daphne; a loaded 2-core box
 CRASHES = ("Segmentation fault", "Traceback", "Error", "make: ***")
 SECRETS = {
     "DJANGO_SECRET_KEY": "shutdown-test-secret-key-not-the-default-0123456789",
@@ -138,6 +140,60 @@ def make_env(database_url: str, **extra: str) -> dict[str, str]:
 def assert_no_crash(output: str) -> None:
     for crash in CRASHES:
         assert crash not in output, f"{crash!r} in the output:\n{output}"
+
+
+def healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def daphnes(launched: Launched) -> list[str]:
+    return [p for p in session_processes(launched.proc.pid) if "daphne" in p]
+
+
+# --- make run, make serve ----------------------------------------------------------------------
+
+
+def test_it_stops_every_process_of_make_run_and_make_serve(launch, tmp_path):
+    # Rounds alternate the signals, so two give each command each signal once; both commands
+    # run at once to keep the suite fast. SHUTDOWN_ROUNDS=20 makes it a soak test.
+    alternate = [
+        {"run": signal.SIGINT, "serve": signal.SIGTERM},
+        {"run": signal.SIGTERM, "serve": signal.SIGINT},
+    ]
+    rounds = [alternate[i % 2] for i in range(int(os.environ.get("SHUTDOWN_ROUNDS", "2")))]
+    workers = {"run": 1, "serve": 2}
+    for signals in rounds:
+        servers = {}
+        for target in signals:
+            port = free_port()
+            # A database each: two `migrate`s at once on one new SQLite file would collide.
+            env = make_env(f"sqlite:///{tmp_path / target}.sqlite3", PORT=str(port), WORKERS="2")
+            servers[target] = (port, launch(["make", "--no-print-directory", target], env))
+        for target, (port, server) in servers.items():
+            server.wait_for(lambda port=port: healthy(port), START_TIMEOUT, "GET /health 200")
+            assert len(daphnes(server)) == workers[target], session_processes(server.proc.pid)
+            server.wait_for_output("] running.")  # the cluster is up too, not still importing
+        for target, (_, server) in servers.items():
+            server.send(signals[target])
+        for target, (_, server) in servers.items():
+            elapsed = server.wait_gone()
+            assert "stopped: qcluster (exit status 0)" in server.output, server.output
+            assert_no_crash(server.output)
+            print(f"make {target}: {signals[target].name}, everything gone in {elapsed:.2f} s")
+
+
+def test_it_refuses_to_serve_on_development_secrets(launch, database_url):
+    env = make_env(database_url, PORT=str(free_port()))
+    del env["DJANGO_SECRET_KEY"], env["INTERNAL_API_KEY"]
+    server = launch(["make", "--no-print-directory", "serve"], env)
+    assert server.proc.wait(30) != 0
+    assert "refusing to start" in server.output
+    assert "DJANGO_SECRET_KEY" in server.output and "INTERNAL_API_KEY" in server.output
+    assert "supervisord" not in server.output
+    assert not session_processes(server.proc.pid)
 
 
 # --- manage.py runqcluster ---------------------------------------------------------------------
