@@ -1,11 +1,19 @@
 # The two commands: `make run` and `make test`. Each bootstraps .venv from requirements.lock.
+# `make serve` is the production start.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-sqlite test-postgres venv lock lint typecheck bench bench-load clean
+# supervisord (ops/supervisord.conf) replaces make's shell (exec), so Ctrl-C and SIGTERM reach
+# it directly, it stops every process it started, and make sees a clean exit. $(1): workers.
+supervise = exec env HOST=$(HOST) PORT=$(PORT) WORKERS=$(1) VENV_BIN=$(abspath $(VENV))/bin \
+  SUPERVISOR_PIDFILE=$${TMPDIR:-/tmp}/agent-runtime-$(PORT).supervisord.pid \
+  $(VENV)/bin/supervisord -c ops/supervisord.conf -u $$(id -u)
+
+.PHONY: run serve test test-sqlite test-postgres venv lock lint typecheck bench bench-load clean
 
 $(VENV)/.installed: requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,12 +26,15 @@ venv: $(VENV)/.installed
 # Embedded defaults: SQLite, in-memory channel layer, local-memory cache, the demo model.
 run: export DEBUG := $(or $(DEBUG),true)
 run: venv
-	@$(PY) manage.py migrate --noinput -v 0
-	@$(PY) manage.py setup_schedules
-	@$(PY) manage.py banner --host $(HOST) --port $(PORT)
-	@trap 'kill 0' INT TERM EXIT; \
-	  $(PY) manage.py qcluster & \
-	  $(VENV)/bin/daphne -b $(HOST) -p $(PORT) agent_runtime.asgi:application
+	@$(PY) manage.py prepare --host $(HOST) --port $(PORT)
+	@$(call supervise,1)
+
+# Production: DEBUG off (refused on development secrets, before anything else runs), WORKERS
+# daphne processes sharing HOST:PORT, and the task cluster. Meant for DATABASE_URL + REDIS_URL.
+serve: export DEBUG := false
+serve: venv
+	@$(PY) manage.py prepare --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	@$(call supervise,$(WORKERS))
 
 # The whole suite: a SQLite pass, then the database tests again on PostgreSQL when it is there
 # (always in CI). End-to-end tests choose their own databases, so they run once. Type errors

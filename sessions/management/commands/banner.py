@@ -14,8 +14,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", default="8000")
+        parser.add_argument("--workers", type=int, default=1)
 
-    def handle(self, *args: Any, host: str, port: str, **options: Any) -> None:
+    def handle(self, *args: Any, host: str, port: str, workers: int, **options: Any) -> None:
         url = f"http://{host}:{port}"
         # The development default is public (README, settings) and shown so the curl line can be
         # copied as is; any other key is a secret, named by its variable and never printed.
@@ -34,7 +35,8 @@ class Command(BaseCommand):
             "\n".join(
                 [
                     "",
-                    f"agent-runtime {settings.VERSION} on {url}",
+                    f"agent-runtime {settings.VERSION} on {url}"
+                    + (f" ({workers} workers)" if workers > 1 else ""),
                     f"  health:     {url}/health",
                     f"  admin:      {url}/admin/",
                     f"  websocket:  ws://{host}:{port}/ws/<session_id>",
