@@ -46,6 +46,10 @@ class FaultProxy:
             if self._server is not None:
                 self._server.close()
             self._drop_all()
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -118,6 +122,15 @@ class FaultProxy:
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, watch: bool
     ) -> None:
+        try:
+            await self._forward(reader, writer, watch=watch)
+        except (ConnectionError, OSError):  # either side went away: so does the other
+            pass
+        self._abort(writer)
+
+    async def _forward(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, watch: bool
+    ) -> None:
         while data := await reader.read(65536):
             if writer not in self._writers:
                 return
@@ -129,4 +142,3 @@ class FaultProxy:
                 return
             writer.write(data)
             await writer.drain()
-        self._abort(writer)

@@ -47,6 +47,7 @@ def test_it_never_logs_the_key(api, caplog, settings):
     assert settings.INTERNAL_API_KEY not in caplog.text
 
 
+@pytest.mark.django_db(transaction=True)  # its database check is real, on its own connection
 def test_it_serves_health_without_a_key(anon):
     response = anon.get("/health")
     assert response.status_code == 200
