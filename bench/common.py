@@ -67,13 +67,15 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None:
         return
     if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
+        # Its whole process group (spawn made it a group leader): `make serve` is make, the
+        # shell it execs into supervisord, and what that started.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
     with contextlib.suppress(Exception):
         proc._bench_log.close()  # type: ignore[attr-defined]

@@ -174,15 +174,46 @@ def runtime_env(b: Backend, llm_url: str) -> dict[str, str]:
     return env
 
 
-def start_servers(env: dict[str, str], workers: int, tmp: Path) -> list[Runtime]:
-    """The runtime: W daphne processes, each on its own port of 127.0.0.1.
+def start_servers(env: dict[str, str], workers: int, tmp: Path) -> tuple[list[Runtime], list[int]]:
+    """The runtime as production starts it: ``make serve WORKERS=W`` on one port of 127.0.0.1
+    (supervisord holding W daphne processes that share the socket, and the task cluster).
 
-    The one place that starts it, so it can become ``make serve WORKERS=W`` (one port) later.
+    Returns the runtime (one address) and the pids of its daphne processes, whose CPU and
+    memory are measured.
     """
-    servers = [common.spawn_daphne(env, tmp / f"daphne-{i}.log") for i in range(workers)]
-    for server in servers:
-        common.wait_healthy(server)
-    return servers
+    port = common.free_port()
+    log = tmp / "serve.log"
+    cmd = ["make", "--no-print-directory", "serve", f"WORKERS={workers}", f"PORT={port}"]
+    proc = common.spawn(cmd, env={**env, "HOST": "127.0.0.1"}, log=log)
+    runtime = Runtime(proc, f"http://127.0.0.1:{port}", log)
+    common.wait_healthy(runtime)
+    deadline = time.monotonic() + 30
+    while len(pids := daphne_pids(proc.pid)) < workers:
+        if time.monotonic() > deadline:
+            raise BenchError(f"found {len(pids)} of {workers} daphne workers\n{common.tail(log)}")
+        time.sleep(0.1)
+    return [runtime], pids
+
+
+def daphne_pids(root: int) -> list[int]:
+    """The daphne processes among ``root``'s descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{entry}/stat") as f:
+                    # The command name may hold spaces and parentheses: split after the last ')'.
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+    found: list[int] = []
+    family = {root}
+    for _ in range(5):  # make -> supervisord -> daphne, a few levels at most
+        family |= {pid for pid, parent in parents.items() if parent in family}
+    for pid in sorted(family - {root}):
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"/daphne\0" in f.read():  # python .venv/bin/daphne --fd 0 ...
+                    found.append(pid)
+    return found
 
 
 # --- A cheap HTTP/1.1 client on raw asyncio streams --------------------------------------------
@@ -610,8 +641,7 @@ def main(argv: list[str] | None = None) -> int:
             common.migrate(env)
             log("starting the fake LLM and daphne")
             fake = common.start_fake(args.tokens, args.delay, tmp, "load")
-            servers = start_servers(runtime_env(b, fake.url), args.workers, tmp)
-            pids = [s.pid for s in servers]
+            servers, pids = start_servers(runtime_env(b, fake.url), args.workers, tmp)
             log(f"creating {args.turns} sessions")
             sessions = asyncio.run(create_sessions(servers, args.turns))
 
