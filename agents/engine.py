@@ -89,10 +89,12 @@ class Turn:
             session_id=self.session_id,
             call_id=call_id,
         )
-        if step == "advance":
+        if step is None:
+            return
+        if step.chunk is not None:
+            await self.emit(step.chunk)
+        if step.advance:
             await self.advance()
-        elif isinstance(step, dict):
-            await self.emit(step)
 
     # --- the loop ---------------------------------------------------------------------------
 

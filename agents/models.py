@@ -138,3 +138,46 @@ class ToolCall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tool_name} {self.call_id}"
+
+    # --- The call's life: these methods are the only writers of ``status`` ---------------------
+    # queued -> emitted | awaiting_approval | refused | handled | cancelled
+    # awaiting_approval -> emitted (approved or edited) | rejected (or expired) | cancelled
+    # emitted -> completed | failed | cancelled
+
+    TRANSITIONS: dict[str, tuple[str, ...]] = {
+        Status.QUEUED: (
+            Status.EMITTED,
+            Status.AWAITING_APPROVAL,
+            Status.REFUSED,
+            Status.HANDLED,
+            Status.CANCELLED,
+        ),
+        Status.AWAITING_APPROVAL: (Status.EMITTED, Status.REJECTED, Status.CANCELLED),
+        Status.EMITTED: (Status.COMPLETED, Status.FAILED, Status.CANCELLED),
+    }
+
+    def _move(self, to: str, *fields: str) -> None:
+        if to not in self.TRANSITIONS.get(self.status, ()):
+            raise ValueError(f"tool call {self.call_id} cannot go from {self.status} to {to}")
+        self.status = to
+        if to not in self.TRANSITIONS:  # an end state
+            self.completed_at = timezone.now()
+            fields = (*fields, "completed_at")
+        self.save(update_fields=["status", *fields])
+
+    def send(self, *, arguments: dict[str, Any], needs_approval: bool) -> None:
+        """Out to the IDE, or first to a human."""
+        self.arguments = arguments
+        self.requires_approval = needs_approval
+        to = self.Status.AWAITING_APPROVAL if needs_approval else self.Status.EMITTED
+        self._move(to, "arguments", "requires_approval")
+
+    def release(self, *, arguments: dict[str, Any]) -> None:
+        """A human approved it (with these arguments, edited or not): out to the IDE."""
+        self.arguments = arguments
+        self._move(self.Status.EMITTED, "arguments")
+
+    def settle(self, to: str, *, error: str = "") -> None:
+        """An end state: completed, failed, refused, rejected, handled or cancelled."""
+        self.error = error
+        self._move(to, "error")

@@ -12,12 +12,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from agent_runtime.errors import ApplicationError, Conflict, NotFound
-from agents.chunks import tool_call_chunk
+from agents.chunks import token_chunk, tool_call_chunk
 from agents.llm import Completion
 from agents.models import AgentContext, AgentSwitch, ToolCall
 from agents.policy import InvalidArguments, get_policy, parse_arguments
 from agents.registry import UnknownAgent, get_agent
 from agents.tools import RUNTIME_TOOLS
+from approvals.models import Approval
+from approvals.services import approval_decide
 from sessions import locks
 from sessions.models import AgentSession, AuditEvent, LLMRequest, Message
 from sessions.services import audit_record, message_append
@@ -120,11 +122,10 @@ def _as_text(value: Any) -> str:
 def open_calls_cancel(*, session_id: str, why: str) -> int:
     """Close every queued or outstanding call with a result, so history stays valid.
 
-    Used when the user speaks while calls are still open: a strict provider rejects a history
-    with an assistant tool call and no matching tool result.
+    Used when the user speaks while calls are still open (and when a session is deleted): a
+    strict provider rejects a history with an assistant tool call and no matching tool result.
+    A call waiting for a human is cancelled through the decision service, like any decision.
     """
-    from approvals.models import Approval
-
     with transaction.atomic():
         calls = list(
             ToolCall.objects.select_for_update()
@@ -132,21 +133,20 @@ def open_calls_cancel(*, session_id: str, why: str) -> int:
             .filter(status__in=[ToolCall.Status.QUEUED, *ToolCall.OUTSTANDING])
             .order_by("id")
         )
-        now = timezone.now()
         for call in calls:
+            if call.status == ToolCall.Status.AWAITING_APPROVAL:
+                approval_decide(
+                    session_id=session_id,
+                    call_id=call.call_id,
+                    decision="cancel",
+                    decided_by_kind=Approval.DeciderKind.SYSTEM,
+                    decided_by="system",
+                    feedback=why,
+                    resume=False,  # there is nothing to continue: the call is superseded
+                )
+                continue
             _tool_message(session_id=session_id, call=call, content=f"Cancelled: {why}")
-            call.status = ToolCall.Status.CANCELLED
-            call.completed_at = now
-            call.save(update_fields=["status", "completed_at"])
-        Approval.objects.for_session(session_id).pending().filter(
-            call_id__in=[c.call_id for c in calls]
-        ).update(
-            status=Approval.Status.CANCELLED,
-            decided_at=now,
-            decided_by_kind=Approval.DeciderKind.SYSTEM,
-            decided_by="system",
-            feedback=why,
-        )
+            call.settle(ToolCall.Status.CANCELLED)
     return len(calls)
 
 
@@ -180,34 +180,39 @@ def tool_result_accept(
     user: Any = None,
 ) -> ToolCall:
     """Record the IDE's result. For a call still awaiting approval, the result is the IDE's
-    own decision (compat): no error means approved and executed, an error means rejected."""
-    from approvals.models import Approval
-    from approvals.services import approval_claim
+    own decision (compat): no error means approved and executed, an error means rejected.
 
+    The model is told the truth: after a human decision its tool result starts with what was
+    decided, by whom and why (and for an edit, the arguments that really ran)."""
     with transaction.atomic():
         call = outstanding_call(session_id=session_id, call_id=call_id)
         call = ToolCall.objects.select_for_update().get(pk=call.pk)
         if call.status not in ToolCall.OUTSTANDING:  # lost a race with another result
             raise Conflict(f"tool call {call_id!r} is not waiting for a result any more.")
-        content = tool_result_content(result, error)
         if call.status == ToolCall.Status.AWAITING_APPROVAL:
-            approval = Approval.objects.for_session(session_id).pending().get(call_id=call_id)
-            approval_claim(
-                approval=approval,
-                status=Approval.Status.REJECTED if error else Approval.Status.APPROVED,
+            approval_decide(
+                session_id=session_id,
+                call_id=call_id,
+                decision="reject" if error else "approve",
                 decided_by_kind=decided_by_kind,
                 decided_by=decided_by,
                 user=user,
                 feedback=error or "",
+                resume=False,  # this turn goes on by itself
             )
-            if error:
-                who = "the IDE user" if decided_by == "ide" else decided_by
-                content = f"Rejected by {who}: {error}"
+            call.refresh_from_db()
+        if call.status == ToolCall.Status.REJECTED:
+            return call  # the decision wrote the call's result
+        content = tool_result_content(result, error)
+        if call.requires_approval:
+            decided = Approval.objects.get(session_id=session_id, call_id=call_id)
+            content = (
+                f"{decided.outcome_text()}\n\n{content}" if content else decided.outcome_text()
+            )
         _tool_message(session_id=session_id, call=call, content=content)
-        call.status = ToolCall.Status.FAILED if error else ToolCall.Status.COMPLETED
-        call.error = error or ""
-        call.completed_at = timezone.now()
-        call.save(update_fields=["status", "error", "completed_at"])
+        call.settle(
+            ToolCall.Status.FAILED if error else ToolCall.Status.COMPLETED, error=error or ""
+        )
         audit_record(
             event_type=AuditEvent.Type.TOOL_FAILED if error else AuditEvent.Type.TOOL_COMPLETED,
             session_id=session_id,
@@ -327,10 +332,7 @@ def completion_record(
 
 def _refuse(*, session_id: str, call: ToolCall, reason: str) -> None:
     _tool_message(session_id=session_id, call=call, content=f"Error: {reason}")
-    call.status = ToolCall.Status.REFUSED
-    call.error = reason
-    call.completed_at = timezone.now()
-    call.save(update_fields=["status", "error", "completed_at"])
+    call.settle(ToolCall.Status.REFUSED, error=reason)
     audit_record(
         event_type=AuditEvent.Type.TOOL_REFUSED,
         session_id=session_id,
@@ -355,9 +357,7 @@ def _switch_mode(*, session_id: str, call: ToolCall, arguments: dict[str, Any]) 
         call=call,
         content=f"Switched to the {mode} agent. Continue the task as the {mode} agent.",
     )
-    call.status = ToolCall.Status.HANDLED
-    call.completed_at = timezone.now()
-    call.save(update_fields=["status", "completed_at"])
+    call.settle(ToolCall.Status.HANDLED)
     if switch is None:
         return None
     return Emit(chunk=switch.to_chunk(is_final=False), ends_turn=False)
@@ -369,8 +369,6 @@ def tool_queue_step(*, session_id: str) -> Emit | None | bool:
     Returns an Emit to send (a tool call ends the turn; a switch does not), True when the
     call was settled inside the runtime (refused), or None when the queue is empty.
     """
-    from approvals.models import Approval
-
     with transaction.atomic():
         call = ToolCall.objects.select_for_update().for_session(session_id).queued().first()
         if call is None:
@@ -401,12 +399,7 @@ def tool_queue_step(*, session_id: str) -> Emit | None | bool:
         needs_approval = policy.requires_approval(
             agent=spec, tool_name=call.tool_name, arguments=arguments
         )
-        call.arguments = arguments
-        call.requires_approval = needs_approval
-        call.status = (
-            ToolCall.Status.AWAITING_APPROVAL if needs_approval else ToolCall.Status.EMITTED
-        )
-        call.save(update_fields=["arguments", "requires_approval", "status"])
+        call.send(arguments=arguments, needs_approval=needs_approval)
         if needs_approval:
             Approval.objects.create(
                 session_id=session_id,
@@ -426,37 +419,60 @@ def tool_queue_step(*, session_id: str) -> Emit | None | bool:
     return Emit(chunk=call_chunk(call), ends_turn=True)
 
 
-def call_chunk(call: ToolCall) -> dict[str, Any]:
-    return tool_call_chunk(
+def call_chunk(call: ToolCall, approval: Approval | None = None) -> dict[str, Any]:
+    """The tool_call chunk; once a human decided it, its metadata says who and why."""
+    chunk = tool_call_chunk(
         call_id=call.call_id,
         tool_name=call.tool_name,
         arguments=call.arguments,
         requires_approval=call.status == ToolCall.Status.AWAITING_APPROVAL,
     )
+    if approval is not None and not approval.is_pending:
+        chunk["metadata"] = approval.to_metadata()
+    return chunk
 
 
 def classification_record(*, session_id: str, llm: dict[str, Any]) -> None:
     LLMRequest.objects.create(session_id=session_id, agent="orchestrator", **llm)
 
 
-def resume_step(*, session_id: str, call_id: str) -> dict[str, Any] | str | None:
-    """What a decided call still needs: its chunk (approved), "advance" (rejected, and the
-    model has not moved on since), or None (the session moved on: nothing to do)."""
+@dataclass(frozen=True)
+class Resume:
+    """What a decided call still needs: a chunk to send (the released call, or what was
+    decided), and whether the model then takes its next step."""
+
+    chunk: dict[str, Any] | None
+    advance: bool
+
+
+def resume_step(*, session_id: str, call_id: str) -> Resume | None:
+    """After a decision made outside a turn. None: the session moved on, nothing to do."""
     call = ToolCall.objects.get(session_id=session_id, call_id=call_id)
+    approval = Approval.objects.filter(session_id=session_id, call_id=call_id).first()
     if call.status == ToolCall.Status.EMITTED:
-        return call_chunk(call)
+        return Resume(chunk=call_chunk(call, approval), advance=False)
     if call.status != ToolCall.Status.REJECTED:
         return None
     last = Message.objects.filter(session_id=session_id).order_by("-seq").first()
     moved_on = last is None or last.role != Message.Role.TOOL
     if moved_on or ToolCall.objects.for_session(session_id).outstanding().exists():
         return None
-    return "advance"
+    told = None
+    if approval is not None:  # the IDE user learns who rejected it and why, in its own frame
+        told = token_chunk(approval.outcome_text() + "\n\n")
+        told["metadata"] = approval.to_metadata()
+    return Resume(chunk=told, advance=True)
 
 
 def outstanding_chunks(*, session_id: str) -> list[dict[str, Any]]:
     """The tool_call chunks still waiting on the IDE or a human, oldest first: what a client
     that (re)connects asks for with ``?replay=outstanding`` (a call approved while no socket
     was connected would otherwise reach nobody)."""
-    calls = ToolCall.objects.for_session(session_id).outstanding().order_by("id")
-    return [call_chunk(call) for call in calls]
+    calls = list(ToolCall.objects.for_session(session_id).outstanding().order_by("id"))
+    decided = {
+        a.call_id: a
+        for a in Approval.objects.filter(
+            session_id=session_id, call_id__in=[c.call_id for c in calls]
+        )
+    }
+    return [call_chunk(call, decided.get(call.call_id)) for call in calls]

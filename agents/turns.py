@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from asgiref.sync import SyncToAsync, async_to_sync
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
@@ -210,6 +210,7 @@ def accept(
             user=actor.user,
             modified_arguments=message.modified_arguments,
             feedback=message.feedback,
+            resume=False,  # this turn continues from it
         )
         return "resume", {"call_id": message.call_id}
     if message.type == "resume":
@@ -419,21 +420,43 @@ async def _resume(session_id: str, call_id: str) -> None:
     await task
 
 
-def resume_after_decision(*, session_id: str, call_id: str) -> None:
-    """From sync code (admin, REST, expiry): continue the session after a decision.
+_server_loop: asyncio.AbstractEventLoop | None = None
 
-    Inside the server (a sync view under daphne) the turn is started on the server's event
-    loop and this returns at once; elsewhere (a worker, a command) it runs to the end here.
+
+def serve_on(loop: asyncio.AbstractEventLoop) -> None:
+    """Remember the server's event loop (agent_runtime.asgi), so that a decision committed
+    in a sync view's thread can start its turn there."""
+    global _server_loop
+    _server_loop = loop
+
+
+def resume_session(*, session_id: str, call_id: str) -> None:
+    """Continue the session after a decision made outside a turn.
+
+    In the server the turn starts on its event loop and this returns at once; elsewhere (a
+    task worker, a command, a test) it runs to the end here.
     """
-    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # called from async code: the loop is right here
+        _spawn(_resume(session_id, call_id))
+        return
+    loop = _server_loop
     if loop is not None and loop.is_running():
-        # A fresh context: the caller's holds asgiref's per-request executor, which is gone
-        # by the time the turn needs the database.
+        # A fresh context: the caller's may hold asgiref's per-request executor, which is
+        # gone by the time the turn needs the database.
         loop.call_soon_threadsafe(
             _spawn, _resume(session_id, call_id), context=contextvars.Context()
         )
     else:
         async_to_sync(_resume)(session_id, call_id)
+
+
+def on_approval_decided(sender: Any, *, approval: Approval, **kwargs: Any) -> None:
+    """Receiver of approvals.signals.approval_decided (connected in AgentsConfig.ready)."""
+    resume_session(session_id=approval.session_id, call_id=approval.call_id)
 
 
 def _spawn(work: Coroutine[Any, Any, None]) -> None:

@@ -1,7 +1,7 @@
 """The staff approval queue, the per-approval decision page and the bulk decisions.
 
 Every decision goes through ``approvals.services.approval_decide`` (the same service the IDE,
-the REST API and the expiry job use), then ``agents.turns.resume_after_decision`` once it has
+the REST API and the expiry job use), which continues the session itself once it has
 committed, so the session's live clients see the outcome at once.
 """
 
@@ -315,25 +315,7 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             feedback=feedback,
         )
         self.log_change(request, decided, f"Decided: {decided.status}.")
-        # The service has committed: only now may the session move on.
-        from agents.turns import resume_after_decision
-
-        try:
-            resume_after_decision(session_id=decided.session_id, call_id=decided.call_id)
-        except ApplicationError as exc:
-            messages.warning(
-                request,
-                f"The {decided.call_id} decision is recorded, but the session did not continue "
-                f"now: {exc.detail}",
-            )
-        except Exception:
-            # The decision stands; a failed resume must not look like a failed decision.
-            logger.exception("resume after the staff decision on %s failed", decided.call_id)
-            messages.warning(
-                request,
-                f"The {decided.call_id} decision is recorded, but the session failed to "
-                "continue; see the server log.",
-            )
+        # The service continues the session itself once the decision is committed.
         return decided
 
     def decide_view(self, request: HttpRequest, object_id: str) -> HttpResponse:

@@ -10,7 +10,6 @@ from rest_framework.response import Response
 
 from agent_runtime.errors import ApplicationError
 from agents.messages import CALL_ID_MAX, parse_decision
-from agents.turns import resume_after_decision
 from approvals.models import Approval
 from approvals.services import approval_decide
 from sessions.api import body
@@ -48,5 +47,4 @@ def approval_decision(request: Request, session_id: str, call_id: str) -> Respon
         modified_arguments=message.modified_arguments,
         feedback=message.feedback,
     )
-    resume_after_decision(session_id=session.pk, call_id=call_id)
     return Response({"approval": approval.to_dict()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
@@ -9,7 +10,12 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from agent_runtime.errors import Conflict
 from sessions.models import AgentSession
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 class ApprovalQuerySet(models.QuerySet["Approval"]):
@@ -79,6 +85,79 @@ class Approval(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.status == self.Status.PENDING
+
+    def decide(
+        self,
+        *,
+        status: str,
+        decided_by_kind: str,
+        decided_by: str,
+        user: Any = None,
+        edited_arguments: dict[str, Any] | None = None,
+        feedback: str = "",
+    ) -> None:
+        """pending -> ``status``, with a conditional UPDATE: of concurrent deciders in any
+        process exactly one wins; the others get Conflict. The only writer of ``status``."""
+        now = timezone.now()
+        updated = Approval.objects.filter(pk=self.pk, status=self.Status.PENDING).update(
+            status=status,
+            decided_at=now,
+            decided_by_kind=decided_by_kind,
+            decided_by=decided_by,
+            decided_by_user=user,
+            edited_arguments=edited_arguments,
+            feedback=feedback,
+        )
+        if updated != 1:
+            current = Approval.objects.get(pk=self.pk)
+            raise Conflict(
+                f"approval for call {self.call_id!r} was already decided "
+                f"({current.status} by {current.decided_by or 'someone else'})."
+            )
+        self.refresh_from_db()
+
+    # --- One wording for each outcome, for the model and for the IDE user -------------------
+
+    @property
+    def decider_text(self) -> str:
+        return "the IDE user" if self.decided_by == "ide" else self.decided_by or "someone"
+
+    def outcome_text(self) -> str:
+        """What happened to the call, in one sentence with the feedback: what the model reads
+        (in the call's tool result) and what the IDE user is shown."""
+        who = self.decider_text
+        if self.status == self.Status.APPROVED:
+            text = f"The {self.tool_name} call was approved by {who}"
+        elif self.status == self.Status.EDITED:
+            text = (
+                f"The {self.tool_name} call was edited by {who} before it ran: it ran with "
+                f"{_json(self.effective_arguments)} instead of {_json(self.arguments)}"
+            )
+        elif self.status == self.Status.EXPIRED:
+            text = f"The {self.tool_name} call was expired without a decision by {who}"
+        elif self.status == self.Status.CANCELLED:
+            text = f"The {self.tool_name} call was cancelled by {who}"
+        else:
+            text = f"The {self.tool_name} call was rejected by {who}"
+        if not self.feedback:
+            return text + "."
+        # PROTOCOL §5's "rejected by <who>: <feedback>"; an edit's sentence is long already.
+        return text + (
+            f". Feedback: {self.feedback}"
+            if self.status == self.Status.EDITED
+            else f": {self.feedback}"
+        )
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The decision, for a chunk's ``metadata`` (the IDE user learns who and why)."""
+        return {
+            "decision": {
+                "status": self.status,
+                "decided_by": self.decided_by,
+                "feedback": self.feedback or None,
+                "summary": self.outcome_text(),
+            }
+        }
 
     @property
     def effective_arguments(self) -> dict[str, Any]:

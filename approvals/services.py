@@ -11,7 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from agent_runtime.errors import ApplicationError, Conflict, NotFound
+from agents.models import ToolCall
+from agents.policy import get_policy
+from agents.registry import UnknownAgent, get_agent
 from approvals.models import Approval
+from approvals.signals import approval_decided
 from sessions.models import AuditEvent, Message
 from sessions.services import audit_record, message_append
 
@@ -19,52 +23,11 @@ DECISION_STATUS = {
     "approve": Approval.Status.APPROVED,
     "edit": Approval.Status.EDITED,
     "reject": Approval.Status.REJECTED,
+    # Not for clients: the expiry job and a superseded call (a new user message, a deleted
+    # session) decide these.
+    "expire": Approval.Status.EXPIRED,
+    "cancel": Approval.Status.CANCELLED,
 }
-
-
-def approval_claim(
-    *,
-    approval: Approval,
-    status: str,
-    decided_by_kind: str,
-    decided_by: str,
-    user: AbstractBaseUser | None = None,
-    edited_arguments: dict[str, Any] | None = None,
-    feedback: str = "",
-) -> Approval:
-    """Claim a pending approval with a conditional UPDATE: exactly one decider wins.
-
-    Raises Conflict when someone else decided first. Writes the audit event; the caller owns
-    the transaction and whatever the decision sets in motion.
-    """
-    now = timezone.now()
-    updated = Approval.objects.filter(pk=approval.pk, status=Approval.Status.PENDING).update(
-        status=status,
-        decided_at=now,
-        decided_by_kind=decided_by_kind,
-        decided_by=decided_by,
-        decided_by_user=user,
-        edited_arguments=edited_arguments,
-        feedback=feedback,
-    )
-    if updated != 1:
-        current = Approval.objects.get(pk=approval.pk)
-        raise Conflict(
-            f"approval for call {approval.call_id!r} was already decided "
-            f"({current.status} by {current.decided_by or 'someone else'})."
-        )
-    approval.refresh_from_db()
-    audit_record(
-        event_type=AuditEvent.Type.HITL_DECISION,
-        session_id=approval.session_id,
-        agent=approval.agent,
-        call_id=approval.call_id,
-        tool_name=approval.tool_name,
-        decision=status,
-        decided_by=decided_by,
-        feedback=feedback,
-    )
-    return approval
 
 
 def pending_approval(*, session_id: str, call_id: str) -> Approval:
@@ -89,19 +52,20 @@ def approval_decide(
     user: AbstractBaseUser | None = None,
     modified_arguments: dict[str, Any] | None = None,
     feedback: str = "",
+    resume: bool = True,
 ) -> Approval:
-    """Decide a pending approval and apply it to the tool call, in one transaction.
+    """Decide a pending approval and apply it to its tool call, in one transaction: the one
+    decision service (hitl_decision, a tool_result for a pending call, REST, the admin,
+    expiry and cancellation all come here).
 
-    approve/edit: the call is released to the IDE (edits re-checked against the agent's policy;
-    a forbidden edit is refused and nothing changes). reject/expire: a tool result saying who
-    rejected it, and why, goes into the history. The caller then resumes the session
-    (agents.turns.resume) after commit, which emits the call or lets the agent continue.
+    approve/edit: the call goes out to the IDE (an edit is re-checked against the agent's
+    policy; a forbidden edit is refused and nothing changes). reject/expire/cancel: a tool
+    result saying what happened, who decided and why goes into the history. With ``resume``
+    (decisions made outside a turn) the session continues once the decision is committed
+    (the ``approval_decided`` signal); a turn that decides (a client's message) continues by
+    itself.
     """
-    from agents.models import ToolCall
-    from agents.policy import get_policy
-    from agents.registry import UnknownAgent, get_agent
-
-    if decision not in (*DECISION_STATUS, "expire"):
+    if decision not in DECISION_STATUS:
         raise ApplicationError("decision must be one of: approve, edit, reject.")
     if len(feedback) > settings.APPROVAL_FEEDBACK_MAX_CHARS:
         raise ApplicationError(
@@ -120,27 +84,30 @@ def approval_decide(
         )
         if refusal is not None:
             raise ApplicationError(f"the edited call is not allowed: {refusal.reason}")
-    status = Approval.Status.EXPIRED if decision == "expire" else DECISION_STATUS[decision]
     with transaction.atomic():
         call = ToolCall.objects.select_for_update().get(session_id=session_id, call_id=call_id)
-        approval = approval_claim(
-            approval=approval,
-            status=status,
+        approval.decide(
+            status=DECISION_STATUS[decision],
             decided_by_kind=decided_by_kind,
             decided_by=decided_by,
             user=user,
             edited_arguments=modified_arguments if decision == "edit" else None,
             feedback=feedback,
         )
+        audit_record(
+            event_type=AuditEvent.Type.HITL_DECISION,
+            session_id=session_id,
+            agent=approval.agent,
+            call_id=call_id,
+            tool_name=approval.tool_name,
+            decision=approval.status,
+            decided_by=decided_by,
+            feedback=feedback,
+        )
         if decision in ("approve", "edit"):
-            if decision == "edit":
-                call.arguments = modified_arguments
-            call.status = ToolCall.Status.EMITTED
-            call.save(update_fields=["arguments", "status"])
+            call.release(arguments=approval.effective_arguments)
         else:
-            why = "expired without a decision" if decision == "expire" else "rejected"
-            text = f"The {approval.tool_name} call was {why} by {decided_by}"
-            text += f": {feedback}" if feedback else "."
+            text = approval.outcome_text()
             message_append(
                 session=session_id,
                 role=Message.Role.TOOL,
@@ -149,10 +116,13 @@ def approval_decide(
                 name=approval.tool_name,
                 agent=call.agent,
             )
-            call.status = ToolCall.Status.REJECTED
-            call.error = text
-            call.completed_at = timezone.now()
-            call.save(update_fields=["status", "error", "completed_at"])
+            ended = ToolCall.Status.CANCELLED if decision == "cancel" else ToolCall.Status.REJECTED
+            call.settle(ended, error=text)
+        if resume:
+            # robust: the decision stands even if continuing the session fails (it is logged).
+            transaction.on_commit(
+                lambda: approval_decided.send(sender=Approval, approval=approval), robust=True
+            )
     return approval
 
 
@@ -179,6 +149,9 @@ def approvals_expire(
                     decided_by_kind=Approval.DeciderKind.SYSTEM,
                     decided_by="system",
                     feedback=f"no decision within {int(age.total_seconds())} seconds",
+                    # The job queues one task per session to continue (approvals.tasks), so
+                    # one slow model call never holds up the others' expiry.
+                    resume=False,
                 )
             )
         except Conflict:

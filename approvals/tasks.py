@@ -6,7 +6,7 @@ import logging
 
 from django_q.tasks import async_task
 
-from agents.turns import resume_after_decision
+from agents.turns import resume_session as continue_session
 from approvals.services import approvals_expire
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,6 @@ def expire_approvals(*, inline: bool = False) -> int:
 def resume_session(session_id: str, call_id: str) -> None:
     """Continue one session after a decision; a failure is logged, never raised further."""
     try:
-        resume_after_decision(session_id=session_id, call_id=call_id)
+        continue_session(session_id=session_id, call_id=call_id)
     except Exception:
         logger.exception("session %s did not continue after call %s", session_id, call_id)

@@ -271,10 +271,18 @@ async def test_a_rejection_goes_back_to_the_model(stream, llm):
         "s1",
         {"type": "hitl_decision", "call_id": "e", "decision": "reject", "feedback": "too risky"},
     )
-    assert text_of(chunks) == "Understood, I will not delete anything."
+    # The IDE user reads who rejected it and why, in a frame of its own, then the model.
+    assert chunks[0]["metadata"]["decision"]["decided_by"] == "ide"
+    assert chunks[0]["metadata"]["decision"]["feedback"] == "too risky"
+    assert text_of(chunks) == (
+        "The execute_command call was rejected by the IDE user: too risky\n\n"
+        "Understood, I will not delete anything."
+    )
     messages = await history()
     assert_strict(messages)
-    assert messages[2]["content"] == "The execute_command call was rejected by ide: too risky"
+    assert messages[2]["content"] == (
+        "The execute_command call was rejected by the IDE user: too risky"
+    )
 
 
 @pytest.mark.parametrize(("error", "status"), [(None, "approved"), ("user said no", "rejected")])
@@ -293,7 +301,9 @@ async def test_a_tool_result_resolves_a_pending_approval(stream, llm, error, sta
     messages = await history()
     assert_strict(messages)
     if error:
-        assert messages[2]["content"] == "Rejected by the IDE user: user said no"
+        assert messages[2]["content"] == (
+            "The write_file call was rejected by the IDE user: user said no"
+        )
 
 
 async def test_a_new_user_message_closes_open_calls(stream, llm):
@@ -306,7 +316,9 @@ async def test_a_new_user_message_closes_open_calls(stream, llm):
     await stream.send("s1", user("never mind"))
     messages = await history()
     assert_strict(messages)
-    assert messages[2]["content"].startswith("Cancelled:")
+    assert messages[2]["content"] == (
+        "The write_file call was cancelled by system: the user sent a new message instead."
+    )
     approval = await sync_to_async(Approval.objects.get)(call_id="w")
     assert approval.status == "cancelled"
 
@@ -781,3 +793,70 @@ async def test_the_events_stream_can_replay_outstanding_calls(stream, llm):
     (call,) = parse_sse(await asyncio.wait_for(frames.__anext__(), 5))
     assert call["type"] == "tool_call" and call["call_id"] == "c1"
     await frames.aclose()
+
+
+# --- The model is told the truth (PROTOCOL §5) -------------------------------------------------
+
+
+def tool_message_sent(request: dict[str, Any], call_id: str) -> str:
+    (message,) = [
+        m for m in request["messages"] if m["role"] == "tool" and m["tool_call_id"] == call_id
+    ]
+    return str(message["content"])
+
+
+async def test_after_an_edit_the_model_reads_the_arguments_that_ran_and_the_feedback(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(
+        fakellm.tool_calls([("w1", "write_file", '{"path": "a.py", "content": "x = 1"}')]),
+        fakellm.text("Noted."),
+    )
+    asked = await stream.send("s1", user("write a.py"))
+    assert asked[-1]["requires_approval"] is True
+    released = await stream.send(
+        "s1",
+        {
+            "type": "hitl_decision",
+            "call_id": "w1",
+            "decision": "edit",
+            "modified_arguments": {"path": "b.py", "content": "x = 2"},
+            "feedback": "b.py is the right file",
+        },
+    )
+    (call,) = released
+    assert call["type"] == "tool_call" and call["requires_approval"] is False
+    assert call["arguments"] == {"path": "b.py", "content": "x = 2"}
+    assert call["metadata"]["decision"] == {
+        "status": "edited",
+        "decided_by": "ide",
+        "feedback": "b.py is the right file",
+        "summary": (
+            "The write_file call was edited by the IDE user before it ran: it ran with "
+            '{"content": "x = 2", "path": "b.py"} instead of {"content": "x = 1", "path": '
+            '"a.py"}. Feedback: b.py is the right file'
+        ),
+    }
+    await stream.send("s1", result("w1", "written"))
+    told = tool_message_sent(llm.requests[-1], "w1")
+    assert told == (
+        "The write_file call was edited by the IDE user before it ran: it ran with "
+        '{"content": "x = 2", "path": "b.py"} instead of {"content": "x = 1", "path": "a.py"}. '
+        "Feedback: b.py is the right file\n\nwritten"
+    )
+
+
+async def test_approve_with_feedback_reaches_the_model(stream, llm):
+    await new_session(agent="coder")
+    llm.enqueue(
+        fakellm.tool_calls([("x1", "execute_command", '{"command": "make test"}')]),
+        fakellm.text("Tests ran."),
+    )
+    await stream.send("s1", user("run the tests"))
+    await stream.send(
+        "s1",
+        {"type": "hitl_decision", "call_id": "x1", "decision": "approve", "feedback": "ok once"},
+    )
+    await stream.send("s1", result("x1", "12 passed"))
+    assert tool_message_sent(llm.requests[-1], "x1") == (
+        "The execute_command call was approved by the IDE user: ok once\n\n12 passed"
+    )

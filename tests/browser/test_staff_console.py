@@ -334,7 +334,12 @@ def test_it_lets_the_agent_answer_a_staff_rejection(
         finally:
             ws.close()
         assert chunks[-1]["type"] == "assistant_message", chunks
-        assert "".join(c["token"] or "" for c in chunks) == "Understood, I will not deploy."
+        # The IDE user reads who rejected it and why, then the model's answer.
+        assert chunks[0]["metadata"]["decision"]["decided_by"] == f"staff:{USERNAME}"
+        assert "".join(c["token"] or "" for c in chunks) == (
+            f"The execute_command call was rejected by staff:{USERNAME}: Not on a Friday.\n\n"
+            "Understood, I will not deploy."
+        )
         assert not [c for c in chunks if c["type"] in {"tool_call", "error"}], chunks
 
         assert len(fake.requests) == 2

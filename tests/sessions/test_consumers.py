@@ -193,9 +193,8 @@ async def test_cancel_stops_the_running_turn(llm):
 
 
 def decide_like_the_admin(*, decision: str, **kwargs: Any) -> None:
-    """What the staff console does, from a sync thread: decide, then resume the session."""
-    from agents.turns import resume_after_decision
-
+    """What the staff console does, from a sync thread: decide; the service continues the
+    session by itself."""
     approval_decide(
         session_id="w1",
         call_id="e1",
@@ -204,7 +203,6 @@ def decide_like_the_admin(*, decision: str, **kwargs: Any) -> None:
         decided_by="staff:alice",
         **kwargs,
     )
-    resume_after_decision(session_id="w1", call_id="e1")
 
 
 @pytest.mark.parametrize("decision", ["approve", "edit", "reject"])
@@ -224,7 +222,10 @@ async def test_a_staff_decision_reaches_the_connected_socket(llm, decision):
     await sync_to_async(decide_like_the_admin)(decision=decision, feedback="not today", **extra)
     chunks = await receive_turn(ws)
     if decision == "reject":
-        assert text_of(chunks) == "Alright, I will not deploy."
+        assert text_of(chunks) == (
+            "The execute_command call was rejected by staff:alice: not today\n\n"
+            "Alright, I will not deploy."
+        )
         content = await sync_to_async(
             lambda: Message.objects.filter(session_id="w1", role="tool").get().content
         )()
