@@ -16,12 +16,13 @@ from agents.chunks import token_chunk, tool_call_chunk
 from agents.llm import Completion
 from agents.models import AgentContext, AgentSwitch, ToolCall
 from agents.policy import InvalidArguments, get_policy, parse_arguments
-from agents.registry import UnknownAgent, get_agent
+from agents.registry import UnknownAgent, default_agent, get_agent
 from agents.tools import RUNTIME_TOOLS
 from approvals.models import Approval
 from approvals.services import approval_decide
 from sessions import locks
 from sessions.models import AgentSession, AuditEvent, LLMRequest, Message
+from sessions.selectors import llm_messages
 from sessions.services import audit_record, message_append
 
 REASON_MAX_CHARS = 2000
@@ -226,8 +227,6 @@ def tool_result_accept(
 
 def turn_llm_input(*, session_id: str) -> tuple[str, list[dict[str, Any]]]:
     """The current agent and the history to send the model."""
-    from sessions.selectors import llm_messages
-
     agent = AgentContext.objects.values_list("current_agent", flat=True).get(session_id=session_id)
     return agent, llm_messages(session_id=session_id)
 
@@ -476,3 +475,16 @@ def outstanding_chunks(*, session_id: str) -> list[dict[str, Any]]:
         )
     }
     return [call_chunk(call, decided.get(call.call_id)) for call in calls]
+
+
+# --- What a session needs from this app (receivers of sessions.signals) ----------------------
+
+
+def on_session_created(sender: Any, *, session: AgentSession, now: Any, **kwargs: Any) -> None:
+    session.agent_context = AgentContext.objects.create(
+        session=session, current_agent=default_agent(), created_at=now
+    )
+
+
+def on_session_deleting(sender: Any, *, session_id: str, **kwargs: Any) -> None:
+    open_calls_cancel(session_id=session_id, why="the session was deleted.")

@@ -14,6 +14,7 @@ from django.utils import timezone
 from agent_runtime.errors import ApplicationError, Conflict, NotFound
 from sessions import locks
 from sessions.models import AgentSession, AuditEvent, Message
+from sessions.signals import session_created, session_deleting
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 TITLE_MAX_CHARS = 200
@@ -60,9 +61,6 @@ def audit_record(
 
 
 def session_create(*, session_id: str | None = None, title: str = "") -> AgentSession:
-    from agents.models import AgentContext
-    from agents.registry import default_agent
-
     if session_id is None:
         session_id = str(uuid.uuid4())
     validate_session_id(session_id)
@@ -74,9 +72,7 @@ def session_create(*, session_id: str | None = None, title: str = "") -> AgentSe
             session = AgentSession.objects.create(
                 id=session_id, title=title, created_at=now, last_activity=now
             )
-            session.agent_context = AgentContext.objects.create(
-                session=session, current_agent=default_agent(), created_at=now
-            )
+            session_created.send(sender=AgentSession, session=session, now=now)
             audit_record(event_type=AuditEvent.Type.SESSION_CREATED, session_id=session_id)
     except IntegrityError:
         raise Conflict(f"session {session_id!r} already exists") from None
@@ -88,10 +84,8 @@ def session_delete(*, session: AgentSession) -> None:
 
     Open tool calls and pending approvals are closed, so nobody is asked to decide them.
     """
-    from agents.services import open_calls_cancel
-
     with transaction.atomic():
-        open_calls_cancel(session_id=session.pk, why="the session was deleted.")
+        session_deleting.send(sender=AgentSession, session_id=session.pk)
         AgentSession.objects.filter(pk=session.pk).update(
             deleted_at=timezone.now(), is_active=False
         )
