@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -164,9 +165,16 @@ def coalesce(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def accept(
-    session_id: str, message: ClientMessage, actor: Actor = IDE
-) -> tuple[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class Plan:
+    """What a claimed turn does next: a step of the agent loop (a method of Turn, with its
+    arguments bound), or a single chunk (an explicit switch needs no model)."""
+
+    step: Callable[[Turn], Awaitable[None]] | None = None
+    chunk: dict[str, Any] | None = None
+
+
+def accept(session_id: str, message: ClientMessage, actor: Actor = IDE) -> Plan:
     """Store the client's input under the lease; returns what the turn does next."""
     if message.type == "user_message":
         if message.agent_type:
@@ -180,15 +188,18 @@ def accept(
             _, switch = services.agent_switch(
                 session=session_id, to_agent=message.agent_type, reason="requested by the client"
             )
-            switched = switch and switch.to_chunk(is_final=False)
+            switched = switch.to_chunk(is_final=False) if switch else None
         # Loaded here, in the same database call, so the model is asked without another trip.
         agent, history = services.turn_llm_input(session_id=session_id)
-        return "user_message", {
-            "content": message.content,
-            "agent": agent,
-            "history": history,
-            "switched": switched,
-        }
+        return Plan(
+            step=functools.partial(
+                Turn.user_message,
+                content=message.content,
+                agent=agent,
+                history=history,
+                switched=switched,
+            )
+        )
     if message.type == "tool_result":
         services.tool_result_accept(
             session_id=session_id,
@@ -199,7 +210,7 @@ def accept(
             decided_by=actor.name,
             user=actor.user,
         )
-        return "advance", {}
+        return Plan(step=Turn.advance)
     if message.type == "hitl_decision":
         approval_decide(
             session_id=session_id,
@@ -212,9 +223,9 @@ def accept(
             feedback=message.feedback,
             resume=False,  # this turn continues from it
         )
-        return "resume", {"call_id": message.call_id}
+        return Plan(step=functools.partial(Turn.resume, call_id=message.call_id))
     if message.type == "resume":
-        return "resume", {"call_id": message.call_id}
+        return Plan(step=functools.partial(Turn.resume, call_id=message.call_id))
     # switch_agent: no model call; the switch is the whole answer.
     context, switch = services.agent_switch(
         session=session_id,
@@ -222,17 +233,17 @@ def accept(
         reason=message.reason or "explicit switch",
     )
     if switch is not None:
-        return "switched", {"chunk": switch.to_chunk(is_final=True)}
+        return Plan(chunk=switch.to_chunk(is_final=True))
     already = context.current_agent
-    return "switched", {
-        "chunk": switched_chunk(
+    return Plan(
+        chunk=switched_chunk(
             from_agent=already,
             to_agent=already,
             reason="already the current agent",
             confidence=None,
             is_final=True,
         )
-    }
+    )
 
 
 async def submit(
@@ -250,7 +261,7 @@ async def submit(
     """
     checks = [precheck]
 
-    def claimed() -> tuple[str, dict[str, Any]]:
+    def claimed() -> Plan:
         if checks and (check := checks.pop()) is not None:
             check()
         return accept(session_id, message, actor)
@@ -268,10 +279,9 @@ async def submit(
 
 
 def _start(
-    lease: locks.TurnLease, plan: tuple[str, dict[str, Any]], listener: asyncio.Queue[Any] | None
+    lease: locks.TurnLease, plan: Plan, listener: asyncio.Queue[Any] | None
 ) -> asyncio.Task[None]:
-    kind, params = plan
-    task = asyncio.create_task(_run(lease, kind, params, listener))
+    task = asyncio.create_task(_run(lease, plan, listener))
     _running[lease.session_id] = task
     task.add_done_callback(lambda done: _if_never_started(done, lease, listener))
     return task
@@ -299,9 +309,7 @@ def _if_never_started(
     _spawn(_finish(lease, None, listener, why="The turn was cancelled."))
 
 
-async def _run(
-    lease: locks.TurnLease, kind: str, params: dict[str, Any], listener: asyncio.Queue[Any] | None
-) -> None:
+async def _run(lease: locks.TurnLease, plan: Plan, listener: asyncio.Queue[Any] | None) -> None:
     this = asyncio.current_task()
     assert this is not None
     _started.add(this)
@@ -317,11 +325,11 @@ async def _run(
     try:
         with locks.fenced(lease):
             delivery = Delivery(lease.session_id, listener)
-            if kind == "switched":
-                await delivery.emit(params["chunk"])
-            else:
+            if plan.chunk is not None:
+                await delivery.emit(plan.chunk)
+            if plan.step is not None:
                 turn = Turn(session_id=lease.session_id, emit=delivery.emit)
-                await turn.guarded(getattr(turn, kind)(**params))
+                await turn.guarded(plan.step(turn))
     except Exception:  # building the turn failed (a misconfigured provider, say)
         logger.exception("turn of %s could not run", lease.session_id)
         if delivery is not None:
