@@ -246,6 +246,8 @@ APPROVAL_REQUIRED_TOOLS = env_list(
 )
 APPROVAL_TTL_SECONDS = env_int("APPROVAL_TTL_SECONDS", 24 * 3600)
 APPROVAL_FEEDBACK_MAX_CHARS = env_int("APPROVAL_FEEDBACK_MAX_CHARS", 4000)
+# Embedded defaults only (no REDIS_URL): how often the server process itself expires approvals.
+APPROVAL_EXPIRY_INTERVAL_SECONDS = env_float("APPROVAL_EXPIRY_INTERVAL_SECONDS", 30.0)
 TOOL_POLICY = env_str("TOOL_POLICY", "agents.policy.DefaultToolPolicy")
 ORCHESTRATOR_TIMEOUT_SECONDS = env_float("ORCHESTRATOR_TIMEOUT_SECONDS", 3.0)
 

@@ -31,7 +31,7 @@ from agents.engine import Turn
 from agents.messages import ClientMessage
 from agents.registry import UnknownAgent, get_agent
 from approvals.models import Approval
-from approvals.services import approval_decide
+from approvals.services import approval_decide, approvals_expire
 from sessions import locks
 from sessions.db import TRANSIENT
 
@@ -432,10 +432,31 @@ _server_loop: asyncio.AbstractEventLoop | None = None
 
 
 def serve_on(loop: asyncio.AbstractEventLoop) -> None:
-    """Remember the server's event loop (agent_runtime.asgi), so that a decision committed
-    in a sync view's thread can start its turn there."""
+    """Remember the server's event loop (called from it by agent_runtime.asgi), so that a
+    decision committed in a sync view's thread can start its turn there.
+
+    With the in-memory channel layer (no REDIS_URL) the server also expires approvals
+    itself: the task cluster is another process, and what its turns send would reach no
+    socket of this one.
+    """
     global _server_loop
+    if _server_loop is loop:
+        return
     _server_loop = loop
+    if isinstance(get_channel_layer(), InMemoryChannelLayer):
+        _spawn(_expire_here())
+
+
+async def _expire_here() -> None:
+    while True:
+        await asyncio.sleep(settings.APPROVAL_EXPIRY_INTERVAL_SECONDS)
+        try:
+            expired = await db(approvals_expire)()
+        except Exception:
+            logger.exception("expiring approvals failed; trying again next time")
+            continue
+        for approval in expired:  # each session continues on its own
+            _spawn(_resume(approval.session_id, approval.call_id))
 
 
 def resume_session(*, session_id: str, call_id: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django_q.tasks import async_task
 
 from agents.turns import resume_session as continue_session
@@ -19,6 +20,10 @@ def expire_approvals(*, inline: bool = False) -> int:
     session that cannot continue must not hold up the rest); ``inline`` runs them here, one
     after another, for the management command.
     """
+    if not inline and isinstance(get_channel_layer(), InMemoryChannelLayer):
+        # The embedded defaults: the server process expires approvals itself (agents.turns),
+        # so that the sessions' open sockets, which only it can reach, hear of it.
+        return 0
     expired = approvals_expire()
     for approval in expired:
         if inline:
