@@ -68,7 +68,7 @@ class Turn:
             await self.emit(switched)
         if agent == "orchestrator":
             route = await self.classify(content or _last_user_text(history))
-            await self.switch(route.agent, reason=route.reasoning, confidence=route.confidence)
+            await self.switch(route.agent, reason=route.reasoning, score=route.confidence)
             agent = route.agent
         await self.agent_loop(preloaded=(agent, history))
 
@@ -96,14 +96,14 @@ class Turn:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    async def switch(self, agent: str, *, reason: str, confidence: float | None) -> None:
+    async def switch(self, agent: str, *, reason: str, score: float | None) -> None:
         _, switch = await durable(
             "switch the agent",
             services.agent_switch,
             session=self.session_id,
             to_agent=agent,
             reason=reason,
-            confidence=confidence,
+            score=score,
         )
         if switch is not None:
             await self.emit(switch.to_chunk(is_final=False))

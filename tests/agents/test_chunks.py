@@ -8,6 +8,7 @@ import pytest
 
 from agents.chunks import (
     CHUNK_KEYS,
+    confidence_level,
     dumps,
     error_chunk,
     sse_frame,
@@ -34,6 +35,9 @@ def test_the_token_fast_path_is_byte_identical(text):
             call_id="c", tool_name="read_file", arguments={"path": "a"}, requires_approval=True
         ),
         switched_chunk(from_agent="a", to_agent="b", reason="r", confidence=None, is_final=False),
+        switched_chunk(
+            from_agent="a", to_agent="b", reason="r", confidence="low", score=0.2, is_final=True
+        ),
         error_chunk("boom"),
     ],
 )
@@ -49,3 +53,19 @@ def test_an_error_chunk_is_final_with_its_text_twice():
     chunk = error_chunk("it broke")
     assert chunk["is_final"] is True
     assert chunk["error"] == chunk["content"] == "it broke"
+
+
+@pytest.mark.parametrize(
+    ("score", "level"),
+    [
+        (1.0, "high"),
+        (0.8, "high"),
+        (0.7999, "medium"),
+        (0.5, "medium"),
+        (0.4999, "low"),
+        (0.0, "low"),
+        (None, None),
+    ],
+)
+def test_it_names_a_score_by_its_level(score, level):
+    assert confidence_level(score) == level

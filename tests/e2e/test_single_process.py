@@ -108,7 +108,8 @@ async def test_a_routed_text_reply(driver: Any, api: Api, fake: Any) -> None:
     assert switched["is_final"] is False
     assert switched["metadata"]["from_agent"] == "orchestrator"
     assert switched["metadata"]["to_agent"] == "coder"
-    assert switched["metadata"]["confidence"] == 0.8
+    assert switched["metadata"]["confidence"] == "high"  # a string: the IDE types it String?
+    assert switched["metadata"]["score"] == 0.8
     assert {c["type"] for c in chunks[1:]} == {"assistant_message"}
     assert chunks[-1]["is_final"] is True
     assert text_of(chunks) == "Hello there, friend."
@@ -172,6 +173,7 @@ async def test_a_hand_off_with_switch_mode(driver: Any, api: Api, fake: Any) -> 
         "to_agent": "debug",
         "reason": "a crash",
         "confidence": None,
+        "score": None,
     }
     assert not any(c["type"] == "tool_call" for c in chunks)  # executed by the runtime itself
     assert text_of(chunks) == "Debugging now."

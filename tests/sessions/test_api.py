@@ -185,8 +185,10 @@ def test_it_serves_history_with_agent_history(api, make_session):
     assert [m["role"] for m in data["messages"]] == ["user", "assistant", "user", "assistant"]
     assert data["messages"][0]["content"] == "m0"
     (entry,) = data["agent_history"]
+    assert list(entry)[:5] == ["from_agent", "to_agent", "reason", "confidence", "switched_at"]
     assert entry["from_agent"] == "orchestrator" and entry["to_agent"] == "coder"
-    assert entry["reason"] == "r" and entry["confidence"] is None
+    # An explicit switch; its confidence is a level, as in the chunks and the original.
+    assert entry["reason"] == "r" and entry["confidence"] == "high"
     assert_aware(entry["switched_at"])
 
 
