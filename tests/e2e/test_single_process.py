@@ -403,6 +403,7 @@ async def test_a_pending_approval_survives_a_restart(runtime: Runtime, api: Api,
 
     pending = (await api.get(f"/sessions/{session}/pending-approvals")).json()
     assert [p["call_id"] for p in pending["pending_approvals"]] == [cid]
+    assert [p["request_id"] for p in pending["pending_approvals"]] == [cid]
     async with ws_connect(runtime, session) as socket:
         decided = await api.post(
             f"/sessions/{session}/approvals/{cid}/decision", json={"decision": "approve"}

@@ -217,6 +217,41 @@ def test_it_lists_empty_pending_approvals(api, make_session):
     assert data == {"session_id": "a", "pending_approvals": [], "count": 0}
 
 
+def test_it_lists_pending_approvals_by_their_call_id(api, make_session):
+    from approvals.models import Approval
+
+    session = make_session("a")
+    Approval.objects.create(
+        session=session,
+        call_id="call_w",
+        tool_name="write_file",
+        arguments={"path": "a.py", "content": "x"},
+        reason="writes a file",
+    )
+    Approval.objects.create(
+        session=session,
+        call_id="call_done",
+        tool_name="execute_command",
+        status="approved",
+        decided_at=session.created_at,
+    )
+    data = api.get("/sessions/a/pending-approvals").json()
+    assert data["session_id"] == "a" and data["count"] == 1
+    (entry,) = data["pending_approvals"]
+    assert list(entry)[:9] == [
+        "request_id", "request_type", "subject", "details", "reason", "created_at",
+        "call_id", "tool_name", "arguments",
+    ]  # fmt: skip
+    assert entry["request_id"] == "call_w"  # the call's id, not the row's
+    assert entry["call_id"] == "call_w"
+    assert entry["request_type"] == "tool"
+    assert entry["subject"] == entry["tool_name"] == "write_file"
+    assert entry["details"] == {"arguments": {"path": "a.py", "content": "x"}}
+    assert entry["arguments"] == {"path": "a.py", "content": "x"}
+    assert entry["reason"] == "writes a file"
+    assert_aware(entry["created_at"])
+
+
 def test_it_takes_a_json_body_whatever_the_content_type(api):
     # curl -d sends application/x-www-form-urlencoded unless told otherwise.
     response = api.post(
