@@ -86,9 +86,10 @@ MAX_OFFSET = 1_000_000_000
 
 
 class SessionListInput(serializers.Serializer[Any]):
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=50)
+    # [compat] The original's defaults: a page of 100, active sessions only.
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
     offset = serializers.IntegerField(min_value=0, max_value=MAX_OFFSET, default=0)
-    active_only = serializers.BooleanField(default=False)
+    active_only = serializers.BooleanField(default=True)
 
 
 @api_view(["GET", "POST"])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
+from django.utils import timezone
 
 from agents.models import AgentContext
 from sessions.models import AgentSession, AuditEvent, Message
@@ -94,13 +95,38 @@ def test_it_lists_sessions_with_the_true_total(api, make_session):
     assert_aware(item["last_activity"])
 
 
-def test_it_filters_active_only(api, make_session):
+def test_it_lists_active_sessions_only_unless_asked(api, make_session):
     make_session("a")
     make_session("b")
     AgentSession.objects.filter(pk="b").update(is_active=False)
-    data = api.get("/sessions?active_only=true").json()
-    assert [s["id"] for s in data["sessions"]] == ["a"]
-    assert data["total"] == 1
+    for query in ["", "?active_only=true"]:
+        data = api.get(f"/sessions{query}").json()
+        assert [s["id"] for s in data["sessions"]] == ["a"]
+        assert data["total"] == 1
+    everything = api.get("/sessions?active_only=false").json()
+    assert sorted(s["id"] for s in everything["sessions"]) == ["a", "b"]
+    assert everything["total"] == 2
+
+
+def test_it_lists_the_latest_activity_first(api, make_session):
+    now = timezone.now()
+    for session_id, minutes_ago in [("old", 30), ("new", 1), ("mid", 10)]:
+        make_session(session_id)
+        AgentSession.objects.filter(pk=session_id).update(
+            last_activity=now - timedelta(minutes=minutes_ago)
+        )
+    data = api.get("/sessions").json()
+    assert [s["id"] for s in data["sessions"]] == ["new", "mid", "old"]
+    assert [s["id"] for s in api.get("/sessions?limit=1&offset=1").json()["sessions"]] == ["mid"]
+
+
+def test_it_pages_by_100_by_default(api):
+    AgentSession.objects.bulk_create(AgentSession(id=f"b{n:03}") for n in range(101))
+    data = api.get("/sessions").json()
+    assert data["limit"] == 100 and data["offset"] == 0
+    assert len(data["sessions"]) == 100
+    assert data["total"] == 101
+    assert len(api.get("/sessions?limit=1000").json()["sessions"]) == 101
 
 
 @pytest.mark.parametrize(
