@@ -219,6 +219,17 @@ def metrics(request: Request) -> Response:
 
 
 @api_view(["GET"])
+def event_stats(request: Request) -> Response:
+    return Response(selectors.event_stats())
+
+
+@api_view(["GET"])
+def sessions_with_metrics(request: Request) -> Response:
+    sessions = selectors.sessions_with_llm_requests()
+    return Response({"sessions": sessions, "count": len(sessions)})
+
+
+@api_view(["GET"])
 def session_metrics(request: Request, session_id: str) -> Response:
     services.validate_session_id(session_id)
     return Response(selectors.session_llm_usage(session_id=session_id))

@@ -26,6 +26,9 @@ PROTECTED = [
     ("get", "/agents"),
     ("get", "/events/metrics"),
     ("get", "/events/audit-log"),
+    ("get", "/events/stats"),
+    ("get", "/events/metrics/sessions"),
+    ("get", "/events/metrics/session/x"),
     ("post", "/agent/message/stream"),
 ]
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from sessions.models import LLMRequest
+from sessions.models import AuditEvent, LLMRequest
 
 pytestmark = pytest.mark.django_db
 
@@ -96,3 +98,49 @@ def test_it_reports_llm_usage_per_session(api):
     assert data["total_duration_ms"] == 150 and data["average_duration_ms"] == 75
     assert data["total_tokens"] == 12
     assert len(data["requests"]) == 2
+
+
+def test_it_serves_event_stats_from_the_persisted_events(api):
+    assert api.get("/events/stats").json() == {
+        "total_published": 0,
+        "successful_handlers": 0,
+        "failed_handlers": 0,
+        "last_event_time": None,
+        "success_rate": 0.0,
+    }
+    for hour, event_type in [(1, "session_created"), (3, "agent_processed"), (2, "error")]:
+        AuditEvent.objects.create(
+            event_type=event_type, session_id="s", timestamp=datetime(2026, 1, 2, hour, tzinfo=UTC)
+        )
+    AuditEvent.objects.create(event_type="tool_failed", timestamp=datetime(2025, 1, 1, tzinfo=UTC))
+    data = api.get("/events/stats").json()
+    assert list(data) == [
+        "total_published", "successful_handlers", "failed_handlers", "last_event_time",
+        "success_rate",
+    ]  # fmt: skip
+    assert data == {
+        "total_published": 4,
+        "successful_handlers": 3,  # a tool failing in the IDE was still handled
+        "failed_handlers": 1,
+        "last_event_time": "2026-01-02T03:00:00+00:00",
+        "success_rate": 0.75,
+    }
+
+
+def test_it_lists_the_sessions_with_llm_requests(api, make_session):
+    assert api.get("/events/metrics/sessions").json() == {"sessions": [], "count": 0}
+    make_session("quiet")  # no model calls
+    for session_id in ["x", "y", "x", "z"]:
+        LLMRequest.objects.create(session_id=session_id)
+    assert api.get("/events/metrics/sessions").json() == {"sessions": ["x", "y", "z"], "count": 3}
+
+
+@pytest.mark.parametrize("rows", [1, 30])
+def test_the_event_summaries_take_one_query_whatever_the_data(api, django_assert_num_queries, rows):
+    for n in range(rows):
+        AuditEvent.objects.create(event_type="error" if n % 3 else "message_received")
+        LLMRequest.objects.create(session_id=f"s{n}")
+    with django_assert_num_queries(1):
+        assert api.get("/events/stats").json()["total_published"] == rows
+    with django_assert_num_queries(1):
+        assert api.get("/events/metrics/sessions").json()["count"] == rows
