@@ -230,6 +230,7 @@ class Turn:
             "error": error,
             "prompt_tokens": usage.prompt_tokens if usage else 0,
             "completion_tokens": usage.completion_tokens if usage else 0,
+            "has_tool_calls": bool(completion and completion.tool_calls),
         }
 
     # --- routing ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agent_runtime.errors import method_not_allowed
+from agent_runtime.errors import NotFound, method_not_allowed
 from agents.llm import breaker_state, get_provider
 from sessions import selectors, services
 from sessions.models import AgentSession, AuditEvent
@@ -231,8 +231,11 @@ def sessions_with_metrics(request: Request) -> Response:
 
 @api_view(["GET"])
 def session_metrics(request: Request, session_id: str) -> Response:
-    services.validate_session_id(session_id)
-    return Response(selectors.session_llm_usage(session_id=session_id))
+    services.validate_session_id_or_404(session_id)
+    usage = selectors.session_llm_usage(session_id=session_id)
+    if usage is None:  # [compat] as the original: nothing recorded is not found
+        raise NotFound(f"no LLM requests recorded for session {session_id!r}")
+    return Response(usage)
 
 
 # --- Health: plain async views, so a slow check never holds a worker thread ---------------------

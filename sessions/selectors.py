@@ -183,8 +183,11 @@ def sessions_with_llm_requests() -> list[str]:
     return [row["session_id"] for row in rows]
 
 
-def session_llm_usage(*, session_id: str) -> dict[str, Any]:
+def session_llm_usage(*, session_id: str) -> dict[str, Any] | None:
+    """GET /events/metrics/session/{id} (one query); None when the session made no model call."""
     requests = list(LLMRequest.objects.filter(session_id=session_id))
+    if not requests:
+        return None
     total = len(requests)
     ok = sum(1 for r in requests if r.success)
     duration = sum(r.duration_ms for r in requests)
@@ -196,9 +199,11 @@ def session_llm_usage(*, session_id: str) -> dict[str, Any]:
         "successful_requests": ok,
         "failed_requests": total - ok,
         "total_duration_ms": duration,
-        "average_duration_ms": round(duration / total, 2) if total else 0,
+        "average_duration_ms": round(duration / total, 2),
         "total_prompt_tokens": prompt,
         "total_completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "average_tokens_per_request": round((prompt + completion) / total, 2),
+        "requests_with_tools": sum(1 for r in requests if r.has_tool_calls),
         "requests": [r.to_dict() for r in requests],
     }

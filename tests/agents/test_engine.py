@@ -37,6 +37,13 @@ def current_agent(session_id: str = "s1") -> str:
     return AgentContext.objects.get(session_id=session_id).current_agent
 
 
+@sync_to_async
+def tool_flags(session_id: str = "s1") -> list[bool]:
+    return list(
+        LLMRequest.objects.filter(session_id=session_id).values_list("has_tool_calls", flat=True)
+    )
+
+
 def user(content: str, **extra: Any) -> dict[str, Any]:
     return {"type": "user_message", "content": content, "role": "user", **extra}
 
@@ -134,6 +141,7 @@ async def test_it_sends_a_tool_call_and_continues_with_the_result(stream, llm):
         "name": "read_file",
     }
     assert llm.requests[-1]["messages"][-1]["role"] == "tool"
+    assert await tool_flags() == [True, False]  # what each model reply did
 
 
 async def test_it_sends_parallel_calls_one_at_a_time(stream, llm):

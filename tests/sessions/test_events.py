@@ -87,17 +87,68 @@ def test_it_filters_the_audit_log(api, make_session):
 
 def test_it_reports_llm_usage_per_session(api):
     LLMRequest.objects.create(
-        session_id="u", agent="coder", duration_ms=100, prompt_tokens=5, completion_tokens=7
+        session_id="u",
+        agent="coder",
+        model="gpt-x",
+        started_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        duration_ms=100,
+        prompt_tokens=5,
+        completion_tokens=7,
+        has_tool_calls=True,
     )
     LLMRequest.objects.create(
-        session_id="u", agent="coder", duration_ms=50, success=False, error="x"
+        session_id="u", agent="coder", duration_ms=51, success=False, error="x"
     )
+    LLMRequest.objects.create(session_id="other", duration_ms=9, prompt_tokens=100)
     data = api.get("/events/metrics/session/u").json()
-    assert data["total_requests"] == 2
-    assert data["successful_requests"] == 1 and data["failed_requests"] == 1
-    assert data["total_duration_ms"] == 150 and data["average_duration_ms"] == 75
-    assert data["total_tokens"] == 12
-    assert len(data["requests"]) == 2
+    assert list(data) == [
+        "session_id", "total_requests", "successful_requests", "failed_requests",
+        "total_duration_ms", "average_duration_ms", "total_prompt_tokens",
+        "total_completion_tokens", "total_tokens", "average_tokens_per_request",
+        "requests_with_tools", "requests",
+    ]  # fmt: skip
+    assert {k: v for k, v in data.items() if k != "requests"} == {
+        "session_id": "u",
+        "total_requests": 2,
+        "successful_requests": 1,
+        "failed_requests": 1,
+        "total_duration_ms": 151,
+        "average_duration_ms": 75.5,
+        "total_prompt_tokens": 5,
+        "total_completion_tokens": 7,
+        "total_tokens": 12,
+        "average_tokens_per_request": 6,
+        "requests_with_tools": 1,
+    }
+    first, second = data["requests"]
+    assert list(first)[:9] == [
+        "timestamp", "model", "duration_ms", "prompt_tokens", "completion_tokens",
+        "total_tokens", "has_tool_calls", "success", "error",
+    ]  # fmt: skip
+    assert {k: first[k] for k in list(first)[:9]} == {
+        "timestamp": "2026-01-02T03:04:05+00:00",
+        "model": "gpt-x",
+        "duration_ms": 100,
+        "prompt_tokens": 5,
+        "completion_tokens": 7,
+        "total_tokens": 12,
+        "has_tool_calls": True,
+        "success": True,
+        "error": None,
+    }
+    assert second["success"] is False and second["error"] == "x"
+    assert second["has_tool_calls"] is False
+
+
+def test_it_answers_404_for_a_session_without_llm_requests(api, make_session):
+    make_session("quiet")
+    for session_id in ["quiet", "never-existed"]:
+        response = api.get(f"/events/metrics/session/{session_id}")
+        assert response.status_code == 404, session_id
+        assert response.json() == {"detail": f"no LLM requests recorded for session '{session_id}'"}
+    malformed = api.get("/events/metrics/session/bad%20id")
+    assert malformed.status_code == 404
+    assert malformed.json() == {"detail": "session 'bad id' not found"}
 
 
 def test_it_serves_event_stats_from_the_persisted_events(api):
