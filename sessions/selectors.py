@@ -155,7 +155,7 @@ def event_stats() -> dict[str, Any]:
 
     The original counted its in-process event bus's handler runs. Here every event is handled
     by being stored, so "published" is every persisted event, "failed" the events that record
-    a failure (type ``error``: a model call, a turn or the runtime failing) and "successful"
+    a failure (type ``error``, recorded for every model call that failed) and "successful"
     the rest.
     """
     row = AuditEvent.objects.aggregate(
