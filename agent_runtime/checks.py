@@ -66,6 +66,13 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="agent_runtime.E012",
             )
         )
+    if settings.STREAM_MODE not in ("token", "message"):
+        errors.append(
+            Error(
+                f"STREAM_MODE must be token or message (got {settings.STREAM_MODE!r}).",
+                id="agent_runtime.E013",
+            )
+        )
     if not 0 < settings.KEEPALIVE_SECONDS <= 15:
         errors.append(
             Error(

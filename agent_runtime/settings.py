@@ -253,6 +253,9 @@ ORCHESTRATOR_TIMEOUT_SECONDS = env_float("ORCHESTRATOR_TIMEOUT_SECONDS", 3.0)
 
 # --- Streaming and turns ------------------------------------------------------------------------
 KEEPALIVE_SECONDS = env_float("KEEPALIVE_SECONDS", 10.0)
+# token: each model reply streamed delta by delta; message: each reply as one chunk, for
+# clients that draw every frame as a bubble of its own (PROTOCOL §3.2).
+STREAM_MODE = env_str("STREAM_MODE", "token").strip().lower()
 TURN_LOCK_TTL_SECONDS = env_float("TURN_LOCK_TTL_SECONDS", 30.0)
 TURN_LOCK_WAIT_SECONDS = env_float("TURN_LOCK_WAIT_SECONDS", 10.0)
 SESSION_RETENTION_DAYS = env_int("SESSION_RETENTION_DAYS", 30)

@@ -40,6 +40,10 @@ urlpatterns = [
     path("agents/<str:session_id>/switch", agents_api.agent_switch, name="agent-switch"),
     path("events/metrics", sessions_api.metrics, name="metrics"),
     path("events/audit-log", sessions_api.audit_log, name="audit-log"),
+    path("events/stats", sessions_api.event_stats, name="event-stats"),
+    path(
+        "events/metrics/sessions", sessions_api.sessions_with_metrics, name="sessions-with-metrics"
+    ),
     path(
         "events/metrics/session/<str:session_id>",
         sessions_api.session_metrics,

@@ -10,7 +10,7 @@ from sessions.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline, pretty_jso
 
 class AgentSwitchInline(ReadOnlyTabularInline):
     model = AgentSwitch
-    fields = ["switched_at", "from_agent", "to_agent", "reason", "confidence"]
+    fields = ["switched_at", "from_agent", "to_agent", "reason", "confidence", "score"]
     readonly_fields = fields  # type: ignore[assignment]  # stubs: invariant list types
     ordering = ["switched_at", "id"]
     verbose_name_plural = "switch history"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rest_framework import serializers
@@ -10,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agents import services
+from agents.chunks import CONFIDENCE_LEVELS, HIGH, USER_REQUESTED
 from agents.models import AgentContext
 from agents.registry import available_agents
 from sessions.api import StrictCharField, StrictSerializer, body
@@ -46,12 +48,28 @@ def agent_current(request: Request, session_id: str) -> Response:
     return Response({"context": context.to_dict(switch_history=history)})
 
 
+class ConfidenceField(serializers.Field):  # type: ignore[type-arg]
+    """A level (the original's form, which the Gateway sends) or a score from 0 to 1."""
+
+    def to_internal_value(self, data: Any) -> str | float:
+        if isinstance(data, str) and data in CONFIDENCE_LEVELS:
+            return data
+        if (
+            isinstance(data, int | float)
+            and not isinstance(data, bool)
+            and math.isfinite(data)
+            and 0 <= data <= 1
+        ):
+            return float(data)
+        raise serializers.ValidationError(
+            f"must be one of {', '.join(CONFIDENCE_LEVELS)}, or a number from 0 to 1."
+        )
+
+
 class SwitchInput(StrictSerializer):
     target_agent = StrictCharField(max_length=32)
     reason = StrictCharField(required=False, allow_blank=True, default="", max_length=2000)
-    confidence = serializers.FloatField(
-        required=False, allow_null=True, min_value=0.0, max_value=1.0
-    )
+    confidence = ConfidenceField(required=False, allow_null=True)
 
 
 @api_view(["POST"])
@@ -59,10 +77,15 @@ def agent_switch(request: Request, session_id: str) -> Response:
     session = session_get(session_id=session_id)
     data = SwitchInput(data=body(request))
     data.is_valid(raise_exception=True)
+    given = data.validated_data.get("confidence")
+    # A switch someone asked for by name is sure, unless they say otherwise.
+    level: str | None = given if isinstance(given, str) else HIGH
+    score = given if isinstance(given, float) else None
     context, _ = services.agent_switch(
         session=session,
         to_agent=data.validated_data["target_agent"],
-        reason=data.validated_data["reason"] or "explicit switch",
-        confidence=data.validated_data.get("confidence"),
+        reason=data.validated_data["reason"] or USER_REQUESTED,
+        confidence=None if score is not None else level,  # a score brings its own level
+        score=score,
     )
     return Response({"context": context.to_dict(switch_history=agent_switches(session=session))})

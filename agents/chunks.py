@@ -50,8 +50,33 @@ def tool_call_chunk(
     )
 
 
+# [compat] An agent switch's confidence is a level: the IDE's parser types it String? and
+# fails on a number. The router's numeric score travels beside it as ``score``.
+HIGH, MEDIUM, LOW = "high", "medium", "low"
+CONFIDENCE_LEVELS = (HIGH, MEDIUM, LOW)
+# What an explicit switch (the user's own choice) says, as the original did.
+USER_REQUESTED = "User requested"
+
+
+def confidence_level(score: float | None) -> str | None:
+    """The level of a router score in [0, 1]: 0.8 and up is high, 0.5 and up medium."""
+    if score is None:
+        return None
+    if score >= 0.8:
+        return HIGH
+    if score >= 0.5:
+        return MEDIUM
+    return LOW
+
+
 def switched_chunk(
-    *, from_agent: str, to_agent: str, reason: str, confidence: float | None, is_final: bool
+    *,
+    from_agent: str,
+    to_agent: str,
+    reason: str,
+    confidence: str | None,
+    score: float | None = None,
+    is_final: bool,
 ) -> dict[str, Any]:
     return chunk(
         "agent_switched",
@@ -62,6 +87,7 @@ def switched_chunk(
             "to_agent": to_agent,
             "reason": reason,
             "confidence": confidence,
+            "score": score,
         },
     )
 

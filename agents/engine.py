@@ -29,6 +29,37 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
+EMPTY_REPLY = "The model returned an empty reply; send another message to continue."
+
+
+class Reply:
+    """One model reply's text on its way to the client (PROTOCOL §3.2, one frame, one bubble).
+
+    The IDE draws every frame as a bubble of its own, so the chunk that ends a response must
+    carry text, never "". In ``token`` mode each delta goes out as it comes, but the latest is
+    held back until the next arrives or the reply ends; in ``message`` mode (STREAM_MODE) the
+    whole text is held and sent as one chunk.
+    """
+
+    def __init__(self, emit: Emit, *, whole: bool) -> None:
+        self.emit = emit
+        self.whole = whole
+        self.held: list[str] = []
+
+    async def add(self, text: str) -> None:
+        if not self.whole and self.held:
+            await self.emit(token_chunk(self.held.pop()))
+        self.held.append(text)
+
+    async def flush(self, *, is_final: bool = False) -> bool:
+        """Send what is held back; False if there was nothing."""
+        if not self.held:
+            return False
+        text = "".join(self.held)
+        self.held.clear()
+        await self.emit(token_chunk(text, is_final=is_final))
+        return True
+
 
 class Turn:
     def __init__(self, *, session_id: str, emit: Emit, provider: LLMProvider | None = None):
@@ -68,7 +99,7 @@ class Turn:
             await self.emit(switched)
         if agent == "orchestrator":
             route = await self.classify(content or _last_user_text(history))
-            await self.switch(route.agent, reason=route.reasoning, confidence=route.confidence)
+            await self.switch(route.agent, reason=route.reasoning, score=route.confidence)
             agent = route.agent
         await self.agent_loop(preloaded=(agent, history))
 
@@ -98,14 +129,14 @@ class Turn:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    async def switch(self, agent: str, *, reason: str, confidence: float | None) -> None:
+    async def switch(self, agent: str, *, reason: str, score: float | None) -> None:
         _, switch = await durable(
             "switch the agent",
             services.agent_switch,
             session=self.session_id,
             to_agent=agent,
             reason=reason,
-            confidence=confidence,
+            score=score,
         )
         if switch is not None:
             await self.emit(switch.to_chunk(is_final=False))
@@ -121,13 +152,25 @@ class Turn:
                 )
                 return
             self.rounds += 1
-            completion = await self.call_model(preloaded)
+            reply = Reply(self.emit, whole=settings.STREAM_MODE == "message")
+            try:
+                completion = await self.call_model(preloaded, reply=reply)
+            except BaseException:
+                # However the turn stops (cancelled, the database gone), the client first
+                # gets all of the text it was streamed, then the error.
+                await reply.flush()
+                raise
             preloaded = None
             if completion is None:
                 return
             if not completion.tool_calls:
-                await self.emit(token_chunk("", is_final=True))
+                # The reply ends the response: its last text is the final chunk. A reply
+                # without any text cannot be one, and ending on an empty bubble would show
+                # nothing: the user is told the model said nothing.
+                if not await reply.flush(is_final=True):
+                    await self.emit(error_chunk(EMPTY_REPLY, status=502, code="empty_reply"))
                 return
+            await reply.flush()  # the text before the calls; a tool_call chunk ends the turn
             if await self.drain_queue():
                 return
 
@@ -145,8 +188,10 @@ class Turn:
                     return True
 
     async def call_model(
-        self, preloaded: tuple[str, list[dict[str, Any]]] | None = None
+        self, preloaded: tuple[str, list[dict[str, Any]]] | None, *, reply: Reply
     ) -> Completion | None:
+        """Ask the model; its text goes to ``reply``, which the caller ends (the last of it
+        is held back). A failure is stored, and sent after what was held back."""
         if preloaded is None:
             preloaded = await durable(
                 "load the history", services.turn_llm_input, session_id=self.session_id
@@ -175,7 +220,7 @@ class Turn:
                     completion = event.completion
                 elif event.text:
                     parts.append(event.text)
-                    await self.emit(token_chunk(event.text))
+                    await reply.add(event.text)
             if completion is None:
                 failure = LLMError("The model's stream ended without a result.")
         except LLMError as exc:
@@ -187,6 +232,7 @@ class Turn:
             raise
         await self._record(agent, completion if failure is None else None, parts, started, failure)
         if failure is not None:
+            await reply.flush()
             await self.emit(error_chunk(f"The model call failed: {failure}", agent=agent))
             return None
         return completion
@@ -232,6 +278,7 @@ class Turn:
             "error": error,
             "prompt_tokens": usage.prompt_tokens if usage else 0,
             "completion_tokens": usage.completion_tokens if usage else 0,
+            "has_tool_calls": bool(completion and completion.tool_calls),
         }
 
     # --- routing ----------------------------------------------------------------------------

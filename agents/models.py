@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from agents.chunks import switched_chunk
+from agents.chunks import CONFIDENCE_LEVELS, switched_chunk
 from sessions.models import AgentSession
 
 
@@ -46,7 +46,11 @@ class AgentSwitch(models.Model):
     from_agent = models.CharField(max_length=32)
     to_agent = models.CharField(max_length=32)
     reason = models.TextField(blank=True, default="")
-    confidence = models.FloatField(null=True, blank=True)
+    # The level the IDE reads ("" for none) and, when a router chose, its score in [0, 1].
+    confidence = models.CharField(
+        max_length=8, blank=True, default="", choices=[(c, c) for c in CONFIDENCE_LEVELS]
+    )
+    score = models.FloatField(null=True, blank=True)
     switched_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -62,7 +66,8 @@ class AgentSwitch(models.Model):
             from_agent=self.from_agent,
             to_agent=self.to_agent,
             reason=self.reason,
-            confidence=self.confidence,
+            confidence=self.confidence or None,
+            score=self.score,
             is_final=is_final,
         )
 
@@ -71,8 +76,9 @@ class AgentSwitch(models.Model):
             "from_agent": self.from_agent,
             "to_agent": self.to_agent,
             "reason": self.reason,
-            "confidence": self.confidence,
+            "confidence": self.confidence or None,
             "switched_at": self.switched_at.isoformat(),
+            "score": self.score,
         }
 
 

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agent_runtime.errors import ApplicationError, Conflict, NotFound
-from agents.chunks import token_chunk, tool_call_chunk
+from agents.chunks import CONFIDENCE_LEVELS, confidence_level, token_chunk, tool_call_chunk
 from agents.llm import Completion
 from agents.models import AgentContext, AgentSwitch, ToolCall
 from agents.policy import InvalidArguments, get_policy, parse_arguments
@@ -33,19 +33,26 @@ def agent_switch(
     session: AgentSession | str,
     to_agent: str,
     reason: str = "",
-    confidence: float | None = None,
+    confidence: str | None = None,
+    score: float | None = None,
 ) -> tuple[AgentContext, AgentSwitch | None]:
     """Switch the session's agent; returns the context and the switch row (None: no change).
 
-    Refuses unknown agents (400) and switches past MAX_AGENT_SWITCHES (409). The context row is
-    locked (select_for_update) so concurrent switches count correctly against the cap.
+    ``confidence`` is the level clients read; without one it follows from the router's
+    ``score``. Refuses unknown agents (400) and switches past MAX_AGENT_SWITCHES (409). The
+    context row is locked (select_for_update) so concurrent switches count correctly against
+    the cap.
     """
     try:
         get_agent(to_agent)
     except UnknownAgent as exc:
         raise ApplicationError(str(exc)) from None
-    if confidence is not None and not 0.0 <= confidence <= 1.0:
+    if score is not None and not 0.0 <= score <= 1.0:
         raise ApplicationError("confidence must be between 0 and 1.")
+    if confidence is None:
+        confidence = confidence_level(score)
+    elif confidence not in CONFIDENCE_LEVELS:
+        raise ApplicationError(f"confidence must be one of {', '.join(CONFIDENCE_LEVELS)}.")
     reason = (reason or "")[:REASON_MAX_CHARS]
     session_id = session if isinstance(session, str) else session.pk
     with transaction.atomic():
@@ -64,7 +71,8 @@ def agent_switch(
             from_agent=context.current_agent,
             to_agent=to_agent,
             reason=reason,
-            confidence=confidence,
+            confidence=confidence or "",
+            score=score,
             switched_at=now,
         )
         context.current_agent = to_agent
@@ -79,6 +87,7 @@ def agent_switch(
             to_agent=to_agent,
             reason=reason,
             confidence=confidence,
+            score=score,
         )
     return context, switch
 

@@ -26,7 +26,7 @@ from django.conf import settings
 
 from agent_runtime.errors import ApplicationError
 from agents import services
-from agents.chunks import error_chunk, switched_chunk
+from agents.chunks import HIGH, USER_REQUESTED, error_chunk, switched_chunk
 from agents.engine import Turn
 from agents.messages import ClientMessage
 from agents.registry import UnknownAgent, get_agent
@@ -186,7 +186,10 @@ def accept(session_id: str, message: ClientMessage, actor: Actor = IDE) -> Plan:
         switched = None
         if message.agent_type:
             _, switch = services.agent_switch(
-                session=session_id, to_agent=message.agent_type, reason="requested by the client"
+                session=session_id,
+                to_agent=message.agent_type,
+                reason=USER_REQUESTED,
+                confidence=HIGH,
             )
             switched = switch.to_chunk(is_final=False) if switch else None
         # Loaded here, in the same database call, so the model is asked without another trip.
@@ -226,11 +229,13 @@ def accept(session_id: str, message: ClientMessage, actor: Actor = IDE) -> Plan:
         return Plan(step=functools.partial(Turn.resume, call_id=message.call_id))
     if message.type == "resume":
         return Plan(step=functools.partial(Turn.resume, call_id=message.call_id))
-    # switch_agent: no model call; the switch is the whole answer.
+    # switch_agent: no model call; the switch is the whole answer. The user chose the agent,
+    # so the switch is as sure as a switch gets.
     context, switch = services.agent_switch(
         session=session_id,
         to_agent=message.agent_type or "",
-        reason=message.reason or "explicit switch",
+        reason=message.reason or USER_REQUESTED,
+        confidence=HIGH,
     )
     if switch is not None:
         return Plan(chunk=switch.to_chunk(is_final=True))
@@ -240,7 +245,7 @@ def accept(session_id: str, message: ClientMessage, actor: Actor = IDE) -> Plan:
             from_agent=already,
             to_agent=already,
             reason="already the current agent",
-            confidence=None,
+            confidence=HIGH,
             is_final=True,
         )
     )

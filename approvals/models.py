@@ -168,7 +168,7 @@ class Approval(models.Model):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "request_id": str(self.pk),
+            "request_id": self.call_id,  # as in the pending list: clients decide by it
             "session_id": self.session_id,
             "call_id": self.call_id,
             "tool_name": self.tool_name,
@@ -186,7 +186,8 @@ class Approval(models.Model):
     def to_pending_dict(self) -> dict[str, Any]:
         """The [compat] entry of GET /sessions/{id}/pending-approvals."""
         return {
-            "request_id": str(self.pk),
+            # [compat] The call's id, as in the original: IDEs answer a decision by it.
+            "request_id": self.call_id,
             "request_type": "tool",
             "subject": self.tool_name,
             "details": {"arguments": self.arguments},

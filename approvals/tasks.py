@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
 from django_q.tasks import async_task
 
 from agents.turns import resume_session as continue_session
@@ -20,7 +20,7 @@ def expire_approvals(*, inline: bool = False) -> int:
     session that cannot continue must not hold up the rest); ``inline`` runs them here, one
     after another, for the management command.
     """
-    if not inline and isinstance(get_channel_layer(), InMemoryChannelLayer):
+    if not inline and not settings.REDIS_URL:
         # The embedded defaults: the server process expires approvals itself (agents.turns),
         # so that the sessions' open sockets, which only it can reach, hear of it.
         return 0

@@ -294,7 +294,7 @@ class Turn:
     sent: float = 0.0
     ttft: float | None = None  # seconds from the request sent to the first assistant frame
     frames: int = 0  # ``data: `` frames
-    tokens: int = 0  # tokens in the non-final assistant frames
+    tokens: int = 0  # tokens in the assistant frames (the final one carries the last)
     final: bool = False  # the last frame so far was is_final
     done: bool = False  # the response body ended
     error: str | None = None
@@ -322,10 +322,9 @@ def _on_frame(turn: Turn, frame: bytes, now: float) -> None:
     if frame.startswith(_ASSISTANT):
         if turn.ttft is None:
             turn.ttft = now - turn.sent
-        if not turn.final:
-            # The fake's tokens are "tok0 ", "tok1 ", ...: each appears twice (content, token);
-            # the key "token" holds one more "tok". Exact even if the runtime merges deltas.
-            turn.tokens += (frame.count(b"tok") - 1) // 2
+        # The fake's tokens are "tok0 ", "tok1 ", ...: each appears twice (content, token);
+        # the key "token" holds one more "tok". Exact even if the runtime merges deltas.
+        turn.tokens += (frame.count(b"tok") - 1) // 2
     elif frame.startswith(_ERROR) and turn.error is None:
         try:
             chunk = json.loads(frame[6:])

@@ -19,7 +19,7 @@ from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agent_runtime.errors import method_not_allowed
+from agent_runtime.errors import NotFound, method_not_allowed
 from agents.llm import breaker_state, get_provider
 from sessions import selectors, services
 from sessions.models import AgentSession, AuditEvent
@@ -86,9 +86,10 @@ MAX_OFFSET = 1_000_000_000
 
 
 class SessionListInput(serializers.Serializer[Any]):
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=50)
+    # [compat] The original's defaults: a page of 100, active sessions only.
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
     offset = serializers.IntegerField(min_value=0, max_value=MAX_OFFSET, default=0)
-    active_only = serializers.BooleanField(default=False)
+    active_only = serializers.BooleanField(default=True)
 
 
 @api_view(["GET", "POST"])
@@ -218,9 +219,23 @@ def metrics(request: Request) -> Response:
 
 
 @api_view(["GET"])
+def event_stats(request: Request) -> Response:
+    return Response(selectors.event_stats())
+
+
+@api_view(["GET"])
+def sessions_with_metrics(request: Request) -> Response:
+    sessions = selectors.sessions_with_llm_requests()
+    return Response({"sessions": sessions, "count": len(sessions)})
+
+
+@api_view(["GET"])
 def session_metrics(request: Request, session_id: str) -> Response:
-    services.validate_session_id(session_id)
-    return Response(selectors.session_llm_usage(session_id=session_id))
+    services.validate_session_id_or_404(session_id)
+    usage = selectors.session_llm_usage(session_id=session_id)
+    if usage is None:  # [compat] as the original: nothing recorded is not found
+        raise NotFound(f"no LLM requests recorded for session {session_id!r}")
+    return Response(usage)
 
 
 # --- Health: plain async views, so a slow check never holds a worker thread ---------------------

@@ -180,6 +180,7 @@ class LLMRequest(models.Model):
     error = models.CharField(max_length=500, blank=True, default="")
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
+    has_tool_calls = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["started_at", "id"]
@@ -188,16 +189,19 @@ class LLMRequest(models.Model):
         return f"{self.session_id} {self.agent} {self.duration_ms}ms"
 
     def to_dict(self) -> dict[str, Any]:
+        """A ``requests`` entry of GET /events/metrics/session/{id}: the [compat] keys first."""
         return {
-            "agent": self.agent or None,
-            "purpose": self.purpose,
-            "provider": self.provider,
+            "timestamp": self.started_at.isoformat(),
             "model": self.model or None,
-            "started_at": self.started_at.isoformat(),
             "duration_ms": self.duration_ms,
-            "success": self.success,
-            "error": self.error or None,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "has_tool_calls": self.has_tool_calls,
+            "success": self.success,
+            "error": self.error or None,
+            "agent": self.agent or None,
+            "purpose": self.purpose,
+            "provider": self.provider,
+            "started_at": self.started_at.isoformat(),
         }

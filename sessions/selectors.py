@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
 from agents.models import AgentSwitch
@@ -150,8 +150,44 @@ def event_metrics() -> dict[str, Any]:
     }
 
 
-def session_llm_usage(*, session_id: str) -> dict[str, Any]:
+def event_stats() -> dict[str, Any]:
+    """GET /events/stats, from the audit log in one query.
+
+    The original counted its in-process event bus's handler runs. Here every event is handled
+    by being stored, so "published" is every persisted event, "failed" the events that record
+    a failure (type ``error``, recorded for every model call that failed) and "successful"
+    the rest.
+    """
+    row = AuditEvent.objects.aggregate(
+        total=Count("id"),
+        failed=Count("id", filter=Q(event_type=AuditEvent.Type.ERROR)),
+        last=Max("timestamp"),
+    )
+    successful = row["total"] - row["failed"]
+    return {
+        "total_published": row["total"],
+        "successful_handlers": successful,
+        "failed_handlers": row["failed"],
+        "last_event_time": row["last"].isoformat() if row["last"] else None,
+        # The original's formula: 0.0 before anything happened.
+        "success_rate": round(successful / max(row["total"], 1), 3),
+    }
+
+
+def sessions_with_llm_requests() -> list[str]:
+    """Ids of the sessions that made model calls, in the order of their first call (one query).
+
+    Usage outlives purged sessions, as the audit log does, so these need not exist any more.
+    """
+    rows = LLMRequest.objects.values("session_id").annotate(first=Min("id")).order_by("first")
+    return [row["session_id"] for row in rows]
+
+
+def session_llm_usage(*, session_id: str) -> dict[str, Any] | None:
+    """GET /events/metrics/session/{id} (one query); None when the session made no model call."""
     requests = list(LLMRequest.objects.filter(session_id=session_id))
+    if not requests:
+        return None
     total = len(requests)
     ok = sum(1 for r in requests if r.success)
     duration = sum(r.duration_ms for r in requests)
@@ -163,9 +199,11 @@ def session_llm_usage(*, session_id: str) -> dict[str, Any]:
         "successful_requests": ok,
         "failed_requests": total - ok,
         "total_duration_ms": duration,
-        "average_duration_ms": round(duration / total, 2) if total else 0,
+        "average_duration_ms": round(duration / total, 2),
         "total_prompt_tokens": prompt,
         "total_completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "average_tokens_per_request": round((prompt + completion) / total, 2),
+        "requests_with_tools": sum(1 for r in requests if r.has_tool_calls),
         "requests": [r.to_dict() for r in requests],
     }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from rest_framework.test import APIClient
 
 from sessions.models import AgentSession
 from sessions.services import message_append, session_create
+from tests.ide_union import check_chunk
 
 
 @pytest.fixture(scope="session")
@@ -90,20 +92,15 @@ def llm(fake_llm_server: Any, settings: Any) -> Iterator[Any]:
 
 
 def parse_sse(raw: bytes) -> list[dict[str, Any]]:
-    """Split an SSE body into chunks, checking the [compat] framing on the way."""
-    import json
-
-    from agents.chunks import CHUNK_KEYS
-
+    """Split an SSE body into chunks, checking the [compat] framing on the way, and each chunk
+    the way the IDE decodes it."""
     chunks = []
     for frame in raw.decode().split("\n\n"):
         if not frame or frame.startswith(":"):
             continue
         assert frame.startswith("data: "), frame
         assert "\n" not in frame, frame  # one data line per chunk, no event: lines
-        chunk = json.loads(frame[len("data: ") :])
-        assert tuple(chunk) == CHUNK_KEYS, chunk
-        chunks.append(chunk)
+        chunks.append(check_chunk(json.loads(frame[len("data: ") :])))
     return chunks
 
 

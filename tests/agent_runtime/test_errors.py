@@ -33,6 +33,8 @@ ENDPOINTS = {
     "metrics": ("/events/metrics", {"GET"}),
     "audit-log": ("/events/audit-log", {"GET"}),
     "session-metrics": ("/events/metrics/session/s1", {"GET"}),
+    "event-stats": ("/events/stats", {"GET"}),
+    "sessions-with-metrics": ("/events/metrics/sessions", {"GET"}),
     "message-stream": ("/agent/message/stream", {"POST"}),
 }
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]

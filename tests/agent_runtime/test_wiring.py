@@ -26,6 +26,9 @@ PROTECTED = [
     ("get", "/agents"),
     ("get", "/events/metrics"),
     ("get", "/events/audit-log"),
+    ("get", "/events/stats"),
+    ("get", "/events/metrics/sessions"),
+    ("get", "/events/metrics/session/x"),
     ("post", "/agent/message/stream"),
 ]
 
@@ -175,3 +178,11 @@ def test_the_banner_names_the_development_default(settings):
 def test_it_flags_an_unsafe_keepalive(settings):
     settings.KEEPALIVE_SECONDS = 30
     assert "agent_runtime.E011" in {e.id for e in run_checks()}
+
+
+@pytest.mark.parametrize(
+    ("mode", "refused"), [("token", False), ("message", False), ("words", True)]
+)
+def test_it_checks_the_stream_mode(settings, mode, refused):
+    settings.STREAM_MODE = mode
+    assert ("agent_runtime.E013" in {e.id for e in run_checks()}) is refused

@@ -54,8 +54,23 @@ def test_it_switches_explicitly(api, make_session):
     context = response.json()["context"]
     assert context["current_agent"] == "debug"
     assert context["switch_count"] == 1
-    assert context["switch_history"][0]["confidence"] == 0.7
+    (entry,) = context["switch_history"]
+    assert list(entry) == ["from_agent", "to_agent", "reason", "confidence", "switched_at", "score"]
+    assert entry["confidence"] == "medium" and entry["score"] == 0.7
     assert AgentContext.objects.get(session_id="c").current_agent == "debug"
+
+
+def test_an_explicit_switch_is_user_requested_and_sure(api, make_session):
+    make_session("c")
+    api.post("/agents/c/switch", {"target_agent": "debug"}, format="json")
+    api.post("/agents/c/switch", {"target_agent": "ask", "confidence": "low"}, format="json")
+    api.post("/agents/c/switch", {"target_agent": "coder", "confidence": None}, format="json")
+    history = api.get("/agents/c/current?include_history=true").json()["context"]
+    assert [(s["reason"], s["confidence"], s["score"]) for s in history["switch_history"]] == [
+        ("User requested", "high", None),
+        ("User requested", "low", None),  # the original's form of the field
+        ("User requested", "high", None),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -65,6 +80,11 @@ def test_it_switches_explicitly(api, make_session):
         {"target_agent": "universal"},  # not registered in multi-agent mode
         {},
         {"target_agent": "coder", "confidence": 2},
+        {"target_agent": "coder", "confidence": -0.1},
+        {"target_agent": "coder", "confidence": "sure"},
+        {"target_agent": "coder", "confidence": "HIGH"},
+        {"target_agent": "coder", "confidence": "0.9"},
+        {"target_agent": "coder", "confidence": True},
         {"target_agent": "coder", "extra": True},
     ],
 )

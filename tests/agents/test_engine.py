@@ -37,6 +37,13 @@ def current_agent(session_id: str = "s1") -> str:
     return AgentContext.objects.get(session_id=session_id).current_agent
 
 
+@sync_to_async
+def tool_flags(session_id: str = "s1") -> list[bool]:
+    return list(
+        LLMRequest.objects.filter(session_id=session_id).values_list("has_tool_calls", flat=True)
+    )
+
+
 def user(content: str, **extra: Any) -> dict[str, Any]:
     return {"type": "user_message", "content": content, "role": "user", **extra}
 
@@ -55,7 +62,8 @@ async def test_it_routes_then_streams_a_text_reply(stream, llm):
     assert switched["is_final"] is False
     assert switched["metadata"]["from_agent"] == "orchestrator"
     assert switched["metadata"]["to_agent"] == "coder"
-    assert switched["metadata"]["confidence"] == 0.8
+    assert switched["metadata"]["confidence"] == "high"  # a string: the IDE types it String?
+    assert switched["metadata"]["score"] == 0.8
     tokens = [c for c in chunks if c["type"] == "assistant_message"]
     assert len(tokens) > 2  # streamed, not one blob
     assert all(c["token"] == c["content"] for c in tokens)
@@ -86,8 +94,26 @@ async def test_it_forces_the_agent_the_client_names(stream, llm):
     await new_session()
     llm.enqueue(fakellm.text("Hi."))
     chunks = await stream.send("s1", user("hello", agent_type="ask"))
-    assert chunks[0]["metadata"]["to_agent"] == "ask"
+    assert chunks[0]["metadata"] == {
+        "from_agent": "orchestrator",
+        "to_agent": "ask",
+        "reason": "User requested",
+        "confidence": "high",
+        "score": None,
+    }
     assert len(llm.requests) == 1  # no classification
+
+
+@pytest.mark.parametrize(
+    ("classified", "level"),
+    [(1.0, "high"), (0.8, "high"), (0.79, "medium"), (0.5, "medium"), (0.49, "low"), (0.0, "low")],
+)
+async def test_it_names_the_routers_confidence_as_a_level(stream, llm, classified, level):
+    await new_session()
+    llm.enqueue(fakellm.classify("debug", classified), fakellm.text("On it."))
+    chunks = await stream.send("s1", user("look at this"))
+    assert chunks[0]["metadata"]["confidence"] == level
+    assert chunks[0]["metadata"]["score"] == classified
 
 
 async def test_it_sends_a_tool_call_and_continues_with_the_result(stream, llm):
@@ -115,6 +141,7 @@ async def test_it_sends_a_tool_call_and_continues_with_the_result(stream, llm):
         "name": "read_file",
     }
     assert llm.requests[-1]["messages"][-1]["role"] == "tool"
+    assert await tool_flags() == [True, False]  # what each model reply did
 
 
 async def test_it_sends_parallel_calls_one_at_a_time(stream, llm):
@@ -150,6 +177,7 @@ async def test_it_hands_off_with_switch_mode(stream, llm):
         "to_agent": "debug",
         "reason": "a crash",
         "confidence": None,
+        "score": None,
     }
     assert chunks[0]["is_final"] is False
     assert not any(c["type"] == "tool_call" for c in chunks)  # never sent to the IDE
@@ -328,8 +356,24 @@ async def test_an_explicit_switch_needs_no_model(stream, llm):
     chunks = await stream.send("s1", {"type": "switch_agent", "agent_type": "architect"})
     assert [c["type"] for c in chunks] == ["agent_switched"]
     assert chunks[0]["is_final"] is True
-    assert chunks[0]["metadata"]["to_agent"] == "architect"
+    assert chunks[0]["metadata"] == {
+        "from_agent": "orchestrator",
+        "to_agent": "architect",
+        "reason": "User requested",
+        "confidence": "high",
+        "score": None,
+    }
     assert llm.requests == []
+    again = await stream.send(
+        "s1", {"type": "switch_agent", "agent_type": "architect", "reason": "for the plan"}
+    )
+    assert again[0]["metadata"]["to_agent"] == "architect"
+    assert again[0]["metadata"]["confidence"] == "high"
+    chunks = await stream.send(
+        "s1", {"type": "switch_agent", "agent_type": "ask", "reason": "for the plan"}
+    )
+    assert chunks[0]["metadata"]["reason"] == "for the plan"
+    assert chunks[0]["metadata"]["confidence"] == "high"
 
 
 async def test_it_runs_the_current_agent_again_on_empty_content(stream, llm):

@@ -271,12 +271,25 @@ def test_expiry_skips_deleted_sessions_and_keeps_going(settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_scheduled_expiry_queues_one_task_per_session():
+def test_the_scheduled_expiry_leaves_the_embedded_defaults_to_the_server(settings):
+    from approvals.tasks import expire_approvals
+
+    settings.REDIS_URL = ""
+    pending("a1", "c1")
+    Approval.objects.update(created_at=timezone.now() - timedelta(days=2))
+    assert expire_approvals() == 0  # the server process expires it, where its sockets are
+    assert Approval.objects.get().status == "pending"
+    assert expire_approvals(inline=True) == 1  # the command does it wherever it runs
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_scheduled_expiry_queues_one_task_per_session(settings):
     from django_q.models import OrmQ
     from django_q.signing import SignedPackage
 
     from approvals.tasks import expire_approvals, resume_session
 
+    settings.REDIS_URL = "redis://127.0.0.1:6379/15"  # the cluster's turns reach every socket
     pending("a1", "c1")
     pending("a2", "c2")
     Approval.objects.update(created_at=timezone.now() - timedelta(days=2))

@@ -23,6 +23,7 @@ import pytest
 from tests import fakellm
 from tests.e2e.server import API_KEY, ROOT, Runtime
 from tests.fakellm import FakeLLM
+from tests.ide_union import check_chunk
 from tests.services import require
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -172,7 +173,7 @@ def ide_socket(runtime: Runtime, session_id: str) -> Any:
 
 
 def read_turn(ws: Any, *, timeout: float = WS_TIMEOUT) -> list[dict[str, Any]]:
-    """Chunks up to and including the next ``is_final`` one (keep-alives are skipped)."""
+    """Chunks up to and including the next ``is_final`` one."""
     chunks: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while True:
@@ -183,9 +184,7 @@ def read_turn(ws: Any, *, timeout: float = WS_TIMEOUT) -> list[dict[str, Any]]:
             frame = ws.recv(timeout=remaining)
         except TimeoutError:
             raise AssertionError(f"no final chunk within {timeout:.0f} s; got {chunks}") from None
-        chunk = json.loads(frame)
-        if chunk.get("type") in {"keepalive", "ping", "heartbeat"}:
-            continue
+        chunk = check_chunk(json.loads(frame))  # the IDE decodes it: no other chunk types
         chunks.append(chunk)
         if chunk.get("is_final"):
             return chunks

@@ -23,20 +23,8 @@ import websockets
 from tests.e2e.server import API_KEY, Runtime
 from tests.history import assert_strict as assert_strict  # re-exported for the e2e tests
 from tests.history import text_of as text_of  # re-exported for the e2e tests
+from tests.ide_union import check_chunk
 
-# [compat] PROTOCOL §3.2, spelled out here rather than imported from the code under test.
-CHUNK_KEYS = (
-    "type",
-    "content",
-    "token",
-    "is_final",
-    "call_id",
-    "tool_name",
-    "arguments",
-    "requires_approval",
-    "error",
-    "metadata",
-)
 AUTH = {"X-Internal-Auth": API_KEY}
 TURN_TIMEOUT = 30.0  # a whole turn, generous for a loaded 2-core machine
 
@@ -112,7 +100,8 @@ class Frame:
 
 
 def check_chunk_json(payload: str) -> dict[str, Any]:
-    """A chunk's JSON must be compact, an object, and carry every key in the [compat] order."""
+    """A chunk's JSON must be compact, and the chunk one the IDE can decode (every key in the
+    [compat] order, each of its type)."""
     chunk = json.loads(payload)
     if not isinstance(chunk, dict):
         raise FramingError(f"a chunk must be a JSON object: {payload}")
@@ -121,11 +110,7 @@ def check_chunk_json(payload: str) -> dict[str, Any]:
     }
     if payload not in compact:
         raise FramingError(f"not compact JSON: {payload}")
-    if tuple(chunk) != CHUNK_KEYS:
-        raise FramingError(f"keys {tuple(chunk)} are not {CHUNK_KEYS}")
-    if not isinstance(chunk["requires_approval"], bool):
-        raise FramingError(f"requires_approval must be a boolean: {payload}")
-    return chunk
+    return check_chunk(chunk)
 
 
 def parse_frame(block: str, at: float) -> Frame:

@@ -16,7 +16,15 @@ import httpx
 import pytest
 
 from tests import fakellm
-from tests.e2e.conftest import AUTH, Api, check_turn, start_runtime, text_of, user
+from tests.e2e.conftest import (
+    AUTH,
+    Api,
+    check_chunk_json,
+    check_turn,
+    start_runtime,
+    text_of,
+    user,
+)
 from tests.e2e.server import Runtime
 
 pytestmark = pytest.mark.e2e
@@ -91,7 +99,9 @@ async def follow(http: httpx.AsyncClient, url: str, started: asyncio.Event) -> i
         assert response.status_code == 200
         started.set()
         async for line in response.aiter_lines():
-            seen += line.startswith("data: ")
+            if line.startswith("data: "):
+                check_chunk_json(line[len("data: ") :])
+                seen += 1
     return seen
 
 

@@ -24,6 +24,7 @@ from tests.e2e.conftest import (
     AUTH,
     Api,
     assert_strict,
+    check_chunk_json,
     check_turn,
     start_runtime,
     text_of,
@@ -236,7 +237,9 @@ async def test_redis_down_gets_clear_answers_and_everything_recovers(
             f"{runtime.ws_url}/ws/{session}", additional_headers=AUTH, proxy=None
         ) as socket:
             frame = await asyncio.wait_for(socket.recv(), 10)
-            assert '"type":"error"' in str(frame) and "Redis" in str(frame)
+            assert isinstance(frame, str), frame
+            error = check_chunk_json(frame)
+            assert error["type"] == "error" and "Redis" in error["error"]
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await asyncio.wait_for(socket.recv(), 10)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4503

@@ -48,6 +48,20 @@ def demo_runtime(request: pytest.FixtureRequest, sqlite_url: str) -> Runtime:
     return start_runtime(request, database_url=sqlite_url, name="demo")
 
 
+@pytest.fixture(scope="module")
+def message_runtime(
+    request: pytest.FixtureRequest, sqlite_url: str, fake_llm_server: Any
+) -> Runtime:
+    """A process sending each model reply as one chunk (STREAM_MODE=message)."""
+    return start_runtime(
+        request,
+        database_url=sqlite_url,
+        llm_url=fake_llm_server.url,
+        extra_env={"STREAM_MODE": "message"},
+        name="message",
+    )
+
+
 @pytest.fixture
 def api(runtime: Runtime, http: httpx.AsyncClient) -> Api:
     return Api(runtime, http)
@@ -108,9 +122,12 @@ async def test_a_routed_text_reply(driver: Any, api: Api, fake: Any) -> None:
     assert switched["is_final"] is False
     assert switched["metadata"]["from_agent"] == "orchestrator"
     assert switched["metadata"]["to_agent"] == "coder"
-    assert switched["metadata"]["confidence"] == 0.8
+    assert switched["metadata"]["confidence"] == "high"  # a string: the IDE types it String?
+    assert switched["metadata"]["score"] == 0.8
     assert {c["type"] for c in chunks[1:]} == {"assistant_message"}
     assert chunks[-1]["is_final"] is True
+    assert chunks[-1]["token"] == chunks[-1]["content"] == "friend."  # one frame, one bubble
+    assert all(c["content"] for c in chunks)
     assert text_of(chunks) == "Hello there, friend."
     if driver.kind == "sse":
         assert len(chunks) > 3  # streamed delta by delta, not one blob
@@ -172,6 +189,7 @@ async def test_a_hand_off_with_switch_mode(driver: Any, api: Api, fake: Any) -> 
         "to_agent": "debug",
         "reason": "a crash",
         "confidence": None,
+        "score": None,
     }
     assert not any(c["type"] == "tool_call" for c in chunks)  # executed by the runtime itself
     assert text_of(chunks) == "Debugging now."
@@ -222,6 +240,28 @@ async def test_the_first_token_is_flushed_at_once(api: Api, fake: Any) -> None:
     # Later tokens arrive spread out too, not buffered until the end.
     tokens = [f.at for f in stream.frames if f.chunk and f.chunk["token"]]
     assert len(tokens) >= 4 and tokens[-1] - tokens[0] > 0.8
+
+
+async def test_message_mode_sends_each_reply_as_one_frame(
+    message_runtime: Runtime, http: httpx.AsyncClient, fake: Any
+) -> None:
+    api = Api(message_runtime, http)
+    session = await api.new_session(agent="coder")
+    cid = call_id()
+    fake.enqueue(
+        fakellm.tool_calls([(cid, "read_file", '{"path": "a.py"}')], text_before="Let me look."),
+        fakellm.text("The file says hi.", delay=0.05),
+    )
+    chunks = await api.send(session, user("what is in a.py?"))
+    assert [(c["type"], c["content"], c["is_final"]) for c in chunks] == [
+        ("assistant_message", "Let me look.", False),
+        ("tool_call", None, True),
+    ]
+    async with ws_connect(message_runtime, session) as socket:
+        chunks = await socket.turn(tool_result(cid, "hi"))
+    assert [(c["type"], c["content"], c["token"], c["is_final"]) for c in chunks] == [
+        ("assistant_message", "The file says hi.", "The file says hi.", True)
+    ]
 
 
 async def test_keepalives_while_the_model_is_slow(api: Api, fake: Any) -> None:
@@ -401,6 +441,7 @@ async def test_a_pending_approval_survives_a_restart(runtime: Runtime, api: Api,
 
     pending = (await api.get(f"/sessions/{session}/pending-approvals")).json()
     assert [p["call_id"] for p in pending["pending_approvals"]] == [cid]
+    assert [p["request_id"] for p in pending["pending_approvals"]] == [cid]
     async with ws_connect(runtime, session) as socket:
         decided = await api.post(
             f"/sessions/{session}/approvals/{cid}/decision", json={"decision": "approve"}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
+from django.utils import timezone
 
 from agents.models import AgentContext
 from sessions.models import AgentSession, AuditEvent, Message
@@ -94,13 +95,38 @@ def test_it_lists_sessions_with_the_true_total(api, make_session):
     assert_aware(item["last_activity"])
 
 
-def test_it_filters_active_only(api, make_session):
+def test_it_lists_active_sessions_only_unless_asked(api, make_session):
     make_session("a")
     make_session("b")
     AgentSession.objects.filter(pk="b").update(is_active=False)
-    data = api.get("/sessions?active_only=true").json()
-    assert [s["id"] for s in data["sessions"]] == ["a"]
-    assert data["total"] == 1
+    for query in ["", "?active_only=true"]:
+        data = api.get(f"/sessions{query}").json()
+        assert [s["id"] for s in data["sessions"]] == ["a"]
+        assert data["total"] == 1
+    everything = api.get("/sessions?active_only=false").json()
+    assert sorted(s["id"] for s in everything["sessions"]) == ["a", "b"]
+    assert everything["total"] == 2
+
+
+def test_it_lists_the_latest_activity_first(api, make_session):
+    now = timezone.now()
+    for session_id, minutes_ago in [("old", 30), ("new", 1), ("mid", 10)]:
+        make_session(session_id)
+        AgentSession.objects.filter(pk=session_id).update(
+            last_activity=now - timedelta(minutes=minutes_ago)
+        )
+    data = api.get("/sessions").json()
+    assert [s["id"] for s in data["sessions"]] == ["new", "mid", "old"]
+    assert [s["id"] for s in api.get("/sessions?limit=1&offset=1").json()["sessions"]] == ["mid"]
+
+
+def test_it_pages_by_100_by_default(api):
+    AgentSession.objects.bulk_create(AgentSession(id=f"b{n:03}") for n in range(101))
+    data = api.get("/sessions").json()
+    assert data["limit"] == 100 and data["offset"] == 0
+    assert len(data["sessions"]) == 100
+    assert data["total"] == 101
+    assert len(api.get("/sessions?limit=1000").json()["sessions"]) == 101
 
 
 @pytest.mark.parametrize(
@@ -185,8 +211,10 @@ def test_it_serves_history_with_agent_history(api, make_session):
     assert [m["role"] for m in data["messages"]] == ["user", "assistant", "user", "assistant"]
     assert data["messages"][0]["content"] == "m0"
     (entry,) = data["agent_history"]
+    assert list(entry)[:5] == ["from_agent", "to_agent", "reason", "confidence", "switched_at"]
     assert entry["from_agent"] == "orchestrator" and entry["to_agent"] == "coder"
-    assert entry["reason"] == "r" and entry["confidence"] is None
+    # An explicit switch; its confidence is a level, as in the chunks and the original.
+    assert entry["reason"] == "r" and entry["confidence"] == "high"
     assert_aware(entry["switched_at"])
 
 
@@ -213,6 +241,41 @@ def test_it_lists_empty_pending_approvals(api, make_session):
     make_session("a")
     data = api.get("/sessions/a/pending-approvals").json()
     assert data == {"session_id": "a", "pending_approvals": [], "count": 0}
+
+
+def test_it_lists_pending_approvals_by_their_call_id(api, make_session):
+    from approvals.models import Approval
+
+    session = make_session("a")
+    Approval.objects.create(
+        session=session,
+        call_id="call_w",
+        tool_name="write_file",
+        arguments={"path": "a.py", "content": "x"},
+        reason="writes a file",
+    )
+    Approval.objects.create(
+        session=session,
+        call_id="call_done",
+        tool_name="execute_command",
+        status="approved",
+        decided_at=session.created_at,
+    )
+    data = api.get("/sessions/a/pending-approvals").json()
+    assert data["session_id"] == "a" and data["count"] == 1
+    (entry,) = data["pending_approvals"]
+    assert list(entry)[:9] == [
+        "request_id", "request_type", "subject", "details", "reason", "created_at",
+        "call_id", "tool_name", "arguments",
+    ]  # fmt: skip
+    assert entry["request_id"] == "call_w"  # the call's id, not the row's
+    assert entry["call_id"] == "call_w"
+    assert entry["request_type"] == "tool"
+    assert entry["subject"] == entry["tool_name"] == "write_file"
+    assert entry["details"] == {"arguments": {"path": "a.py", "content": "x"}}
+    assert entry["arguments"] == {"path": "a.py", "content": "x"}
+    assert entry["reason"] == "writes a file"
+    assert_aware(entry["created_at"])
 
 
 def test_it_takes_a_json_body_whatever_the_content_type(api):

@@ -20,6 +20,7 @@ from sessions.routing import websocket_application
 from sessions.services import session_create
 from tests import fakellm
 from tests.history import text_of
+from tests.ide_union import check_chunk
 from tests.services import require_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,10 +39,15 @@ def socket(
     return WebsocketCommunicator(websocket_application, f"{path}{session_id}", headers=headers)
 
 
+async def chunk_from(ws: WebsocketCommunicator, timeout: float = 5) -> dict[str, Any]:
+    """The socket's next frame, which the IDE must be able to decode."""
+    return check_chunk(json.loads(await ws.receive_from(timeout)))
+
+
 async def receive_turn(ws: WebsocketCommunicator, timeout: float = 5) -> list[dict[str, Any]]:
     chunks = []
     while True:
-        chunk = json.loads(await ws.receive_from(timeout))
+        chunk = await chunk_from(ws, timeout)
         chunks.append(chunk)
         if chunk["is_final"]:
             return chunks
@@ -85,11 +91,11 @@ async def test_a_bad_frame_gets_an_error_only_on_its_socket(llm):
         {"type": "tool_result", "call_id": "x"},
     ]:
         await sender.send_json_to(frame)
-        error = json.loads(await sender.receive_from(5))
+        error = await chunk_from(sender)
         assert error["type"] == "error" and error["is_final"] is True
         assert error["content"] == error["error"]
     await sender.send_to(text_data="{not json")
-    assert "malformed JSON" in json.loads(await sender.receive_from(5))["error"]
+    assert "malformed JSON" in (await chunk_from(sender))["error"]
     assert await watcher.receive_nothing(0.2)
     await sender.disconnect()
     await watcher.disconnect()
@@ -134,7 +140,7 @@ async def test_a_binary_frame_gets_an_error_and_the_socket_lives(llm):
     ws = socket()
     assert (await ws.connect())[0]
     await ws.send_to(bytes_data=b'{"type": "user_message", "content": "hi"}')
-    error = json.loads(await ws.receive_from(5))
+    error = await chunk_from(ws)
     assert list(error) == [
         "type",
         "content",
@@ -151,7 +157,7 @@ async def test_a_binary_frame_gets_an_error_and_the_socket_lives(llm):
     assert "binary" in error["error"] and error["content"] == error["error"]
     # An empty text frame is malformed JSON, not a crash (the communicator cannot send one).
     await ws.send_input({"type": "websocket.receive", "text": ""})
-    assert "malformed JSON" in json.loads(await ws.receive_from(5))["error"]
+    assert "malformed JSON" in (await chunk_from(ws))["error"]
     llm.enqueue(fakellm.text("still here"))
     await ws.send_json_to({"type": "user_message", "content": "hi"})
     assert text_of(await receive_turn(ws)) == "still here"
@@ -174,7 +180,7 @@ async def test_cancel_stops_the_running_turn(llm):
     ws = socket()
     await ws.connect()
     await ws.send_json_to({"type": "user_message", "content": "hi"})
-    first = json.loads(await ws.receive_from(5))
+    first = await chunk_from(ws)
     assert first["type"] == "assistant_message"
     await ws.send_json_to({"type": "cancel"})
     rest = await receive_turn(ws)
@@ -188,7 +194,7 @@ async def test_cancel_stops_the_running_turn(llm):
     )
     assert roles[0] == "user"  # what streamed before the cancel is kept (or nothing)
     await ws.send_json_to({"type": "cancel"})
-    assert "No turn" in json.loads(await ws.receive_from(5))["error"]
+    assert "No turn" in (await chunk_from(ws))["error"]
     await ws.disconnect()
 
 
@@ -306,7 +312,7 @@ async def test_staff_without_the_permission_may_only_watch(llm):
     )
     assert (await watcher.connect())[0]
     await watcher.send_json_to({"type": "hitl_decision", "call_id": "e1", "decision": "approve"})
-    error = json.loads(await watcher.receive_from(5))
+    error = await chunk_from(watcher)
     assert error["type"] == "error" and "may only watch" in error["error"]
     approval = await sync_to_async(Approval.objects.get)(call_id="e1")
     assert approval.status == "pending"
@@ -359,7 +365,7 @@ async def test_a_deeply_nested_frame_gets_an_error_and_the_socket_lives(llm):
     ws = socket()
     await ws.connect()
     await ws.send_to(text_data="[" * 100_000 + "]" * 100_000)
-    error = json.loads(await ws.receive_from(5))
+    error = await chunk_from(ws)
     assert error["type"] == "error" and "malformed JSON" in error["error"]
     llm.enqueue(fakellm.text("still here"))
     await ws.send_json_to({"type": "user_message", "content": "hi"})
@@ -382,7 +388,7 @@ async def test_a_reconnecting_ide_can_ask_for_calls_released_while_it_was_away(l
         headers=[(b"x-internal-auth", settings.INTERNAL_API_KEY.encode())],
     )
     assert (await replaying.connect())[0]
-    (call,) = [json.loads(await replaying.receive_from(5))]
+    (call,) = [await chunk_from(replaying)]
     assert call["type"] == "tool_call" and call["call_id"] == "e1"
     assert call["requires_approval"] is False and call["is_final"] is True
     assert await replaying.receive_nothing(0.1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from sessions.models import LLMRequest
+from sessions.models import AuditEvent, LLMRequest
 
 pytestmark = pytest.mark.django_db
 
@@ -85,14 +87,111 @@ def test_it_filters_the_audit_log(api, make_session):
 
 def test_it_reports_llm_usage_per_session(api):
     LLMRequest.objects.create(
-        session_id="u", agent="coder", duration_ms=100, prompt_tokens=5, completion_tokens=7
+        session_id="u",
+        agent="coder",
+        model="gpt-x",
+        started_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        duration_ms=100,
+        prompt_tokens=5,
+        completion_tokens=7,
+        has_tool_calls=True,
     )
     LLMRequest.objects.create(
-        session_id="u", agent="coder", duration_ms=50, success=False, error="x"
+        session_id="u", agent="coder", duration_ms=51, success=False, error="x"
     )
+    LLMRequest.objects.create(session_id="other", duration_ms=9, prompt_tokens=100)
     data = api.get("/events/metrics/session/u").json()
-    assert data["total_requests"] == 2
-    assert data["successful_requests"] == 1 and data["failed_requests"] == 1
-    assert data["total_duration_ms"] == 150 and data["average_duration_ms"] == 75
-    assert data["total_tokens"] == 12
-    assert len(data["requests"]) == 2
+    assert list(data) == [
+        "session_id", "total_requests", "successful_requests", "failed_requests",
+        "total_duration_ms", "average_duration_ms", "total_prompt_tokens",
+        "total_completion_tokens", "total_tokens", "average_tokens_per_request",
+        "requests_with_tools", "requests",
+    ]  # fmt: skip
+    assert {k: v for k, v in data.items() if k != "requests"} == {
+        "session_id": "u",
+        "total_requests": 2,
+        "successful_requests": 1,
+        "failed_requests": 1,
+        "total_duration_ms": 151,
+        "average_duration_ms": 75.5,
+        "total_prompt_tokens": 5,
+        "total_completion_tokens": 7,
+        "total_tokens": 12,
+        "average_tokens_per_request": 6,
+        "requests_with_tools": 1,
+    }
+    first, second = data["requests"]
+    assert list(first)[:9] == [
+        "timestamp", "model", "duration_ms", "prompt_tokens", "completion_tokens",
+        "total_tokens", "has_tool_calls", "success", "error",
+    ]  # fmt: skip
+    assert {k: first[k] for k in list(first)[:9]} == {
+        "timestamp": "2026-01-02T03:04:05+00:00",
+        "model": "gpt-x",
+        "duration_ms": 100,
+        "prompt_tokens": 5,
+        "completion_tokens": 7,
+        "total_tokens": 12,
+        "has_tool_calls": True,
+        "success": True,
+        "error": None,
+    }
+    assert second["success"] is False and second["error"] == "x"
+    assert second["has_tool_calls"] is False
+
+
+def test_it_answers_404_for_a_session_without_llm_requests(api, make_session):
+    make_session("quiet")
+    for session_id in ["quiet", "never-existed"]:
+        response = api.get(f"/events/metrics/session/{session_id}")
+        assert response.status_code == 404, session_id
+        assert response.json() == {"detail": f"no LLM requests recorded for session '{session_id}'"}
+    malformed = api.get("/events/metrics/session/bad%20id")
+    assert malformed.status_code == 404
+    assert malformed.json() == {"detail": "session 'bad id' not found"}
+
+
+def test_it_serves_event_stats_from_the_persisted_events(api):
+    assert api.get("/events/stats").json() == {
+        "total_published": 0,
+        "successful_handlers": 0,
+        "failed_handlers": 0,
+        "last_event_time": None,
+        "success_rate": 0.0,
+    }
+    for hour, event_type in [(1, "session_created"), (3, "agent_processed"), (2, "error")]:
+        AuditEvent.objects.create(
+            event_type=event_type, session_id="s", timestamp=datetime(2026, 1, 2, hour, tzinfo=UTC)
+        )
+    AuditEvent.objects.create(event_type="tool_failed", timestamp=datetime(2025, 1, 1, tzinfo=UTC))
+    data = api.get("/events/stats").json()
+    assert list(data) == [
+        "total_published", "successful_handlers", "failed_handlers", "last_event_time",
+        "success_rate",
+    ]  # fmt: skip
+    assert data == {
+        "total_published": 4,
+        "successful_handlers": 3,  # a tool failing in the IDE was still handled
+        "failed_handlers": 1,
+        "last_event_time": "2026-01-02T03:00:00+00:00",
+        "success_rate": 0.75,
+    }
+
+
+def test_it_lists_the_sessions_with_llm_requests(api, make_session):
+    assert api.get("/events/metrics/sessions").json() == {"sessions": [], "count": 0}
+    make_session("quiet")  # no model calls
+    for session_id in ["x", "y", "x", "z"]:
+        LLMRequest.objects.create(session_id=session_id)
+    assert api.get("/events/metrics/sessions").json() == {"sessions": ["x", "y", "z"], "count": 3}
+
+
+@pytest.mark.parametrize("rows", [1, 30])
+def test_the_event_summaries_take_one_query_whatever_the_data(api, django_assert_num_queries, rows):
+    for n in range(rows):
+        AuditEvent.objects.create(event_type="error" if n % 3 else "message_received")
+        LLMRequest.objects.create(session_id=f"s{n}")
+    with django_assert_num_queries(1):
+        assert api.get("/events/stats").json()["total_published"] == rows
+    with django_assert_num_queries(1):
+        assert api.get("/events/metrics/sessions").json()["count"] == rows
