@@ -247,6 +247,9 @@ APPROVAL_REQUIRED_TOOLS = env_list(
 APPROVAL_TTL_SECONDS = env_int("APPROVAL_TTL_SECONDS", 24 * 3600)
 APPROVAL_FEEDBACK_MAX_CHARS = env_int("APPROVAL_FEEDBACK_MAX_CHARS", 4000)
 TOOL_POLICY = env_str("TOOL_POLICY", "agents.policy.DefaultToolPolicy")
+# Where the IDE's project lives, as the IDE names it. Unset: tools bound by a file rule (the
+# architect's *.md) take relative paths only; set: absolute paths inside it too.
+WORKSPACE_ROOT = env_str("WORKSPACE_ROOT")
 ORCHESTRATOR_TIMEOUT_SECONDS = env_float("ORCHESTRATOR_TIMEOUT_SECONDS", 3.0)
 
 # --- Streaming and turns ------------------------------------------------------------------------
