@@ -172,6 +172,42 @@ def test_it_filters_the_queue(alice):
 
 
 @pytest.mark.django_db
+def test_it_counts_the_pending_approvals_on_the_index(alice):
+    make_approval("s-1", age=timedelta(minutes=30))
+    make_approval("s-2", age=timedelta(minutes=1))
+    mark_decided(make_approval("s-3", age=timedelta(hours=2)))
+
+    html = alice.get("/admin/").content.decode()
+
+    assert '<p id="pending-approvals" class="has-pending">' in html
+    assert '<span class="badge" data-count="2">2</span>' in html
+    assert "<span>tool calls wait for a decision" in html
+    assert "(the oldest for 30\xa0minutes)" in html
+    assert (
+        '<a href="/admin/approvals/approval/?status=pending">Open the approval queue →</a>' in html
+    )
+    assert html.index('id="pending-approvals"') < html.index('id="content-main"')
+
+    Approval.objects.filter(session_id="s-2").delete()
+    assert "<span>tool call waits for a decision" in alice.get("/admin/").content.decode()
+    Approval.objects.filter(session_id="s-1").delete()
+    html = alice.get("/admin/").content.decode()
+    assert '<p id="pending-approvals" class="">' in html
+    assert "No tool call waits for a decision." in html
+
+
+@pytest.mark.django_db
+def test_it_shows_no_count_to_staff_who_may_not_see_approvals(client):
+    make_approval()
+    client.force_login(User.objects.create_user("nobody", is_staff=True))
+
+    response = client.get("/admin/")
+
+    assert response.status_code == 200
+    assert 'id="pending-approvals"' not in response.content.decode()
+
+
+@pytest.mark.django_db
 def test_it_requires_a_staff_login(client, staff):
     approval = make_approval()
     for url in (QUEUE, decide_url(approval)):
