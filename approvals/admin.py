@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +22,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
@@ -38,6 +40,19 @@ CONVERSATION_MESSAGES = 20
 MESSAGE_CHARS = 4000  # a read_file result can be huge; the page shows its head
 SUMMARY_CHARS = 80
 DONE = {"approve": "Approved", "edit": "Edited and released", "reject": "Rejected"}
+# The queue's columns depend on the status shown (ApprovalAdmin.get_list_display): pending rows
+# have no outcome, decided ones no decide link (in "All", a pending row's outcome is its decide
+# link). Few columns, so that the table fits 1366 px beside the navigation and the filters
+# without scrolling sideways.
+QUEUE_COLUMNS = ("decide_link", "tool_name", "arguments_summary", "session_link", "agent", "age")
+DECIDED_COLUMNS = (
+    "tool_name",
+    "arguments_summary",
+    "session_link",
+    "agent",
+    "requested",
+    "outcome",
+)
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -93,6 +108,10 @@ def arguments_view(tool_name: str, arguments: Any) -> dict[str, Any]:
     return {"kind": "json", "json": pretty_arguments(arguments)}
 
 
+def _when(moment: datetime) -> str:
+    return date_format(timezone.localtime(moment), "Y-m-d H:i")
+
+
 def _call_arguments(raw: Any) -> str:
     # OpenAI tool calls carry their arguments as a JSON string.
     if isinstance(raw, str):
@@ -138,19 +157,7 @@ def conversation(approval: Approval) -> list[dict[str, Any]]:
 
 @admin.register(Approval)
 class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    # The action first: on a narrow screen the changelist scrolls sideways, and the columns
-    # that fall off the edge should be the least needed ones.
-    list_display = [
-        "decide_link",
-        "tool_name",
-        "arguments_summary",
-        "session_link",
-        "agent",
-        "age",
-        "status",
-        "decided_by",
-        "created_at",
-    ]
+    list_display = QUEUE_COLUMNS
     list_display_links = ["tool_name"]
     list_filter = [StatusFilter, "tool_name", "agent"]
     search_fields = ["session__id", "call_id"]
@@ -218,11 +225,43 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         text = json.dumps(obj.arguments, ensure_ascii=False, separators=(",", ":"))
         return Truncator(text).chars(SUMMARY_CHARS)
 
-    @admin.display(description="age", ordering="created_at")
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        status = request.GET.get(StatusFilter.parameter_name) or Approval.Status.PENDING
+        if status == Approval.Status.PENDING:
+            return QUEUE_COLUMNS
+        return DECIDED_COLUMNS
+
+    @admin.display(description="waiting", ordering="created_at")
     def age(self, obj: Approval) -> str:
-        # Pending: how long it has waited; decided: how long the decision took.
-        end = obj.decided_at or timezone.now()
-        return timesince(obj.created_at, end)
+        return format_html(
+            '<span title="requested {}">{}</span>',
+            _when(obj.created_at),
+            timesince(obj.created_at, obj.decided_at or timezone.now()),
+        )
+
+    @admin.display(description="requested", ordering="created_at")
+    def requested(self, obj: Approval) -> str:
+        return _when(obj.created_at)
+
+    @admin.display(description="outcome", ordering="status")
+    def outcome(self, obj: Approval) -> str:
+        """ "Edited by staff:alice after 3 minutes": status, decider and delay in one column.
+
+        A pending row (in "All") gets its decide link here rather than a column of its own.
+        """
+        if obj.is_pending:
+            return format_html("Pending: {}", self.decide_link(obj))
+        if obj.decided_at is None:
+            return obj.get_status_display()
+        by = f" by {obj.decided_by}" if obj.decided_by else ""
+        took = timesince(obj.created_at, obj.decided_at)
+        return format_html(
+            '<span title="decided {}">{}{} after {}</span>',
+            _when(obj.decided_at),
+            obj.get_status_display(),
+            by,
+            took,
+        )
 
     @admin.display(description="")
     def decide_link(self, obj: Approval) -> str:

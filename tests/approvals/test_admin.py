@@ -172,6 +172,30 @@ def test_it_filters_the_queue(alice):
 
 
 @pytest.mark.django_db
+def test_it_shows_the_columns_each_status_needs(alice):
+    pending = make_approval("s-p")
+    decided = make_approval("s-d", age=timedelta(minutes=5))
+    mark_decided(decided, by="staff:carol")
+
+    def columns(query: str) -> list[str]:
+        return list(alice.get(QUEUE + query).context["cl"].list_display)
+
+    queue = ["decide_link", "tool_name", "arguments_summary", "session_link", "agent", "age"]
+    assert columns("") == ["action_checkbox", *queue]
+    assert columns("?status=pending") == ["action_checkbox", *queue]
+    decided_columns = ["tool_name", "arguments_summary", "session_link", "agent", "requested"]
+    assert columns("?status=approved") == ["action_checkbox", *decided_columns, "outcome"]
+    assert columns("?status=all") == ["action_checkbox", *decided_columns, "outcome"]
+    html = alice.get(QUEUE + "?status=approved").content.decode()
+    assert "Approved by staff:carol after 5\xa0minutes</span>" in html
+    html = alice.get(QUEUE + "?status=all").content.decode()
+    assert (
+        f'<td class="field-outcome">Pending: <a class="decide-link" href="{decide_url(pending)}">'
+        "Decide →</a></td>"
+    ) in html
+
+
+@pytest.mark.django_db
 def test_it_counts_the_pending_approvals_on_the_index(alice):
     make_approval("s-1", age=timedelta(minutes=30))
     make_approval("s-2", age=timedelta(minutes=1))
