@@ -7,6 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
+from agents.policy import normalise_root
+
 MIN_API_KEY_CHARS = 32
 
 
@@ -70,6 +72,15 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         errors.append(
             Error(
                 f"STREAM_MODE must be token or message (got {settings.STREAM_MODE!r}).",
+                id="agent_runtime.E014",
+            )
+        )
+    if settings.WORKSPACE_ROOT and normalise_root(settings.WORKSPACE_ROOT) is None:
+        errors.append(
+            Error(
+                f"WORKSPACE_ROOT must be an absolute path (got {settings.WORKSPACE_ROOT!r}).",
+                hint="For example /home/me/project or C:\\Users\\me\\project; unset, only "
+                "relative paths pass the agents' file rules.",
                 id="agent_runtime.E013",
             )
         )

@@ -249,6 +249,9 @@ APPROVAL_FEEDBACK_MAX_CHARS = env_int("APPROVAL_FEEDBACK_MAX_CHARS", 4000)
 # Embedded defaults only (no REDIS_URL): how often the server process itself expires approvals.
 APPROVAL_EXPIRY_INTERVAL_SECONDS = env_float("APPROVAL_EXPIRY_INTERVAL_SECONDS", 30.0)
 TOOL_POLICY = env_str("TOOL_POLICY", "agents.policy.DefaultToolPolicy")
+# Where the IDE's project lives, as the IDE names it. Unset: tools bound by a file rule (the
+# architect's *.md) take relative paths only; set: absolute paths inside it too.
+WORKSPACE_ROOT = env_str("WORKSPACE_ROOT")
 ORCHESTRATOR_TIMEOUT_SECONDS = env_float("ORCHESTRATOR_TIMEOUT_SECONDS", 3.0)
 
 # --- Streaming and turns ------------------------------------------------------------------------

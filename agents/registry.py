@@ -16,8 +16,11 @@ from agents.tools import CONTROL_TOOLS, READ_ONLY_TOOLS, RUNTIME_TOOLS, TOOL_NAM
 class FileRule:
     """Restricts which paths the listed tools may touch.
 
-    A path is allowed when any glob matches its basename or its whole (normalised) path,
-    case-insensitively; see ``agents.policy.path_matches``.
+    Every path argument of those tools (``agents.tools.PATH_ARGUMENTS``) is first normalised
+    to the place the IDE would touch, relative to the workspace, and refused if it leaves the
+    workspace or plays a name trick ("../x.md", "/etc/x.md", "x.py:.md"); then it is allowed
+    when any glob matches its basename or its whole relative path, case-insensitively. See
+    ``agents.policy.workspace_path`` and ``path_matches``.
     """
 
     tools: frozenset[str]
@@ -208,7 +211,8 @@ AGENTS: dict[str, AgentSpec] = {
             "Study the existing code, then produce clear plans, designs and docs."
         ),
         rules=(
-            "You may only write Markdown files (*.md), such as design notes, plans and READMEs. "
+            "You may only write Markdown files (*.md) inside the project, such as design notes, "
+            "plans and READMEs, named by their path relative to the project root. "
             "You cannot change code or run commands: hand implementation work to the coder.",
         ),
         file_rules=(MARKDOWN_ONLY,),

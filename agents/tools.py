@@ -26,6 +26,18 @@ CONTROL_TOOLS = frozenset({"attempt_completion", "ask_followup_question"})
 # Executed by the runtime itself, never sent to the IDE.
 RUNTIME_TOOLS = frozenset({"switch_mode"})
 
+# The arguments that name a place on the user's disk, and what each must name there: the policy
+# normalises them, and judges them against an agent's file rules (agents.policy).
+FILE, DIRECTORY, ANY = "file", "directory", "file or directory"
+PATH_ARGUMENTS: dict[str, dict[str, str]] = {
+    "read_file": {"path": FILE},
+    "write_file": {"path": FILE},
+    "list_files": {"path": DIRECTORY},
+    "create_directory": {"path": DIRECTORY},
+    "execute_command": {"cwd": DIRECTORY},
+    "search_in_code": {"path": ANY},
+}
+
 # The agents switch_mode may hand off to. Kept literal (not imported from the registry, which
 # imports this module); tests assert it equals registry.SPECIALISTS.
 SWITCH_TARGETS: tuple[str, ...] = ("coder", "architect", "debug", "ask")

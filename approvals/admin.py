@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -18,14 +19,19 @@ from django.contrib.admin.utils import flatten_fieldsets, quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
 from agent_runtime.errors import ApplicationError
+from agents.policy import get_policy
+from agents.registry import UnknownAgent, get_agent
+from approvals.diffs import ArgumentsDiff, arguments_diff
 from approvals.forms import DecisionForm, pretty_arguments
 from approvals.models import Approval
 from approvals.services import approval_decide
@@ -37,7 +43,25 @@ logger = logging.getLogger(__name__)
 CONVERSATION_MESSAGES = 20
 MESSAGE_CHARS = 4000  # a read_file result can be huge; the page shows its head
 SUMMARY_CHARS = 80
-DONE = {"approve": "Approved", "edit": "Edited and released", "reject": "Rejected"}
+DONE = {
+    "approve": "Approved",
+    "edit": "Edited and released",
+    "release": "Edited and released",
+    "reject": "Rejected",
+}
+# The queue's columns depend on the status shown (ApprovalAdmin.get_list_display): pending rows
+# have no outcome, decided ones no decide link (in "All", a pending row's outcome is its decide
+# link). Few columns, so that the table fits 1366 px beside the navigation and the filters
+# without scrolling sideways.
+QUEUE_COLUMNS = ("decide_link", "tool_name", "arguments_summary", "session_link", "agent", "age")
+DECIDED_COLUMNS = (
+    "tool_name",
+    "arguments_summary",
+    "session_link",
+    "agent",
+    "requested",
+    "outcome",
+)
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -93,6 +117,39 @@ def arguments_view(tool_name: str, arguments: Any) -> dict[str, Any]:
     return {"kind": "json", "json": pretty_arguments(arguments)}
 
 
+def _when(moment: datetime) -> str:
+    return date_format(timezone.localtime(moment), "Y-m-d H:i")
+
+
+def edit_diff(approval: Approval) -> ArgumentsDiff | None:
+    """What the staff member's edit changed, for a decided edit; None for anything else."""
+    if approval.edited_arguments is None:
+        return None
+    return arguments_diff(approval.arguments, approval.edited_arguments)
+
+
+def edit_preview(approval: Approval, cleaned: dict[str, Any]) -> dict[str, Any]:
+    """What a submitted edit would change, and whether the agent's policy lets it through.
+
+    ``approval_decide`` checks the policy again on release; asking it here too spares the
+    staff member a second press for an edit that cannot pass.
+    """
+    edited = cleaned["modified_arguments"]
+    try:
+        refusal = get_policy().check(
+            agent=get_agent(approval.agent), tool_name=approval.tool_name, arguments=edited
+        )
+    except UnknownAgent as exc:
+        reason: str | None = str(exc)
+    else:
+        reason = refusal.reason if refusal is not None else None
+    return {
+        "diff": arguments_diff(approval.arguments, edited),
+        "digest": cleaned["edit_digest"],
+        "refusal": reason,
+    }
+
+
 def _call_arguments(raw: Any) -> str:
     # OpenAI tool calls carry their arguments as a JSON string.
     if isinstance(raw, str):
@@ -138,19 +195,7 @@ def conversation(approval: Approval) -> list[dict[str, Any]]:
 
 @admin.register(Approval)
 class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    # The action first: on a narrow screen the changelist scrolls sideways, and the columns
-    # that fall off the edge should be the least needed ones.
-    list_display = [
-        "decide_link",
-        "tool_name",
-        "arguments_summary",
-        "session_link",
-        "agent",
-        "age",
-        "status",
-        "decided_by",
-        "created_at",
-    ]
+    list_display = QUEUE_COLUMNS
     list_display_links = ["tool_name"]
     list_filter = [StatusFilter, "tool_name", "agent"]
     search_fields = ["session__id", "call_id"]
@@ -160,7 +205,7 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     actions = ["approve_selected", "reject_selected"]
     fieldsets = [
         (None, {"fields": ["session", "call_id", "tool_name", "agent", "reason", "status"]}),
-        ("Arguments", {"fields": ["arguments_pretty", "edited_arguments_pretty"]}),
+        ("Arguments", {"fields": ["arguments_pretty", "edited_arguments_pretty", "edit_changes"]}),
         (
             "Decision",
             {
@@ -218,11 +263,43 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         text = json.dumps(obj.arguments, ensure_ascii=False, separators=(",", ":"))
         return Truncator(text).chars(SUMMARY_CHARS)
 
-    @admin.display(description="age", ordering="created_at")
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        status = request.GET.get(StatusFilter.parameter_name) or Approval.Status.PENDING
+        if status == Approval.Status.PENDING:
+            return QUEUE_COLUMNS
+        return DECIDED_COLUMNS
+
+    @admin.display(description="waiting", ordering="created_at")
     def age(self, obj: Approval) -> str:
-        # Pending: how long it has waited; decided: how long the decision took.
-        end = obj.decided_at or timezone.now()
-        return timesince(obj.created_at, end)
+        return format_html(
+            '<span title="requested {}">{}</span>',
+            _when(obj.created_at),
+            timesince(obj.created_at, obj.decided_at or timezone.now()),
+        )
+
+    @admin.display(description="requested", ordering="created_at")
+    def requested(self, obj: Approval) -> str:
+        return _when(obj.created_at)
+
+    @admin.display(description="outcome", ordering="status")
+    def outcome(self, obj: Approval) -> str:
+        """ "Edited by staff:alice after 3 minutes": status, decider and delay in one column.
+
+        A pending row (in "All") gets its decide link here rather than a column of its own.
+        """
+        if obj.is_pending:
+            return format_html("Pending: {}", self.decide_link(obj))
+        if obj.decided_at is None:
+            return obj.get_status_display()
+        by = f" by {obj.decided_by}" if obj.decided_by else ""
+        took = timesince(obj.created_at, obj.decided_at)
+        return format_html(
+            '<span title="decided {}">{}{} after {}</span>',
+            _when(obj.decided_at),
+            obj.get_status_display(),
+            by,
+            took,
+        )
 
     @admin.display(description="")
     def decide_link(self, obj: Approval) -> str:
@@ -242,6 +319,15 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description="edited arguments")
     def edited_arguments_pretty(self, obj: Approval) -> str:
         return pretty_json(obj.edited_arguments)
+
+    @admin.display(description="what the edit changed")
+    def edit_changes(self, obj: Approval) -> str:
+        diff = edit_diff(obj)
+        if diff is None:
+            return "-"
+        return render_to_string(
+            "admin/approvals/approval/_diff.html", {"diff": diff, "prefix": "edit"}
+        )
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -330,38 +416,27 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise PermissionDenied
         can_decide = self.has_decide_permission(request)
         form = None
+        preview = None
         if request.method == "POST":
             if not can_decide:
                 raise PermissionDenied
             form = DecisionForm(request.POST)
             if form.is_valid():
-                decision = form.cleaned_data["decision"]
-                try:
-                    self.decide(
-                        request,
-                        approval,
-                        decision=decision,
-                        modified_arguments=form.cleaned_data["modified_arguments"],
-                        feedback=form.cleaned_data["feedback"],
-                    )
-                except ApplicationError as exc:
-                    messages.error(request, exc.detail)
-                    approval.refresh_from_db()
+                cleaned = form.cleaned_data
+                unseen = cleaned["decision"] == "release" and not cleaned["previewed"]
+                if approval.is_pending and (cleaned["decision"] == "edit" or unseen):
+                    # Nothing is decided yet: the IDE acts on an edit at once, so the staff
+                    # member first sees what it changes, and releases what was shown (an edit
+                    # changed after its preview is shown again).
+                    preview = edit_preview(approval, cleaned)
                 else:
-                    messages.success(
-                        request,
-                        f"{DONE[decision]} {approval.tool_name} ({approval.call_id}) in session "
-                        f"{approval.session_id}.",
-                    )
-                    return HttpResponseRedirect(
-                        reverse(
-                            "admin:approvals_approval_changelist", current_app=self.admin_site.name
-                        )
-                    )
+                    done = self._decide_from_form(request, approval, form)
+                    if done is not None:
+                        return done
         elif approval.is_pending and can_decide:
             form = DecisionForm(initial={"arguments": pretty_arguments(approval.arguments)})
         if not approval.is_pending:
-            form = None
+            form = preview = None
         request.current_app = self.admin_site.name
         context = {
             **self.admin_site.each_context(request),
@@ -370,6 +445,7 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             "original": approval,
             "approval": approval,
             "form": form,
+            "preview": preview,
             "can_decide": can_decide,
             "has_view_permission": True,
             "arguments_view": arguments_view(approval.tool_name, approval.arguments),
@@ -378,6 +454,7 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 if approval.edited_arguments is None
                 else arguments_view(approval.tool_name, approval.edited_arguments)
             ),
+            "edit_diff": edit_diff(approval),
             "conversation": conversation(approval),
             "conversation_limit": CONVERSATION_MESSAGES,
             "age": timesince(approval.created_at, approval.decided_at or timezone.now()),
@@ -390,6 +467,34 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             "feedback_max_chars": settings.APPROVAL_FEEDBACK_MAX_CHARS,
         }
         return TemplateResponse(request, "admin/approvals/approval/decide.html", context)
+
+    def _decide_from_form(
+        self, request: HttpRequest, approval: Approval, form: DecisionForm
+    ) -> HttpResponse | None:
+        """Decide as the valid form says: the redirect to the queue, or None when refused."""
+        decision = form.cleaned_data["decision"]
+        try:
+            self.decide(
+                request,
+                approval,
+                # Only a previewed edit gets here as one (decide_view); "edit" on a decided
+                # approval gets the service's refusal, as any decision does.
+                decision="edit" if decision in ("edit", "release") else decision,
+                modified_arguments=form.cleaned_data["modified_arguments"],
+                feedback=form.cleaned_data["feedback"],
+            )
+        except ApplicationError as exc:
+            messages.error(request, exc.detail)
+            approval.refresh_from_db()
+            return None
+        messages.success(
+            request,
+            f"{DONE[decision]} {approval.tool_name} ({approval.call_id}) in session "
+            f"{approval.session_id}.",
+        )
+        return HttpResponseRedirect(
+            reverse("admin:approvals_approval_changelist", current_app=self.admin_site.name)
+        )
 
     # --- bulk decisions -----------------------------------------------------------------------
 

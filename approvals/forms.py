@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, cast
 
@@ -16,10 +17,28 @@ def pretty_arguments(arguments: Any) -> str:
     return json.dumps(arguments, indent=2, ensure_ascii=False)
 
 
-class DecisionForm(forms.Form):
-    """The decision arrives as the value of the pressed button (``name="decision"``)."""
+def arguments_digest(arguments: Any) -> str:
+    """Names one set of arguments, however the JSON was spaced or its keys ordered."""
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
-    DECISIONS = [("approve", "Approve"), ("edit", "Edit"), ("reject", "Reject")]
+
+class DecisionForm(forms.Form):
+    """The decision arrives as the value of the pressed button (``name="decision"``).
+
+    An edit is released only once its diff has been shown: "edit" asks for the diff, whose
+    page carries the digest of the arguments it showed in ``previewed``, and "release" decides
+    the edit. ``cleaned_data["previewed"]`` says whether the submitted arguments are still the
+    ones shown (changed after the preview: show the new diff instead of releasing).
+    """
+
+    # "edit" shows what the new arguments change; "release" decides the edit that was shown.
+    DECISIONS = [
+        ("approve", "Approve"),
+        ("edit", "Edit"),
+        ("release", "Release the edit"),
+        ("reject", "Reject"),
+    ]
 
     decision = forms.ChoiceField(choices=DECISIONS)
     arguments = forms.CharField(
@@ -33,6 +52,7 @@ class DecisionForm(forms.Form):
         label="Feedback (told to the agent; optional for Approve and Edit)",
         widget=forms.Textarea(attrs={"rows": 3, "cols": 100}),
     )
+    previewed = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -45,8 +65,11 @@ class DecisionForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        shown = cleaned.get("previewed") or ""
         cleaned["modified_arguments"] = None
-        if cleaned.get("decision") != "edit" or "arguments" not in cleaned:
+        cleaned["edit_digest"] = ""
+        cleaned["previewed"] = False
+        if cleaned.get("decision") not in ("edit", "release") or "arguments" not in cleaned:
             return cleaned
         raw = cleaned["arguments"]
         if not raw.strip():
@@ -61,4 +84,6 @@ class DecisionForm(forms.Form):
             self.add_error("arguments", "The arguments must be a JSON object ({...}).")
             return cleaned
         cleaned["modified_arguments"] = value
+        cleaned["edit_digest"] = arguments_digest(value)
+        cleaned["previewed"] = shown == cleaned["edit_digest"]
         return cleaned

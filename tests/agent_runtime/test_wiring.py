@@ -185,4 +185,4 @@ def test_it_flags_an_unsafe_keepalive(settings):
 )
 def test_it_checks_the_stream_mode(settings, mode, refused):
     settings.STREAM_MODE = mode
-    assert ("agent_runtime.E013" in {e.id for e in run_checks()}) is refused
+    assert ("agent_runtime.E014" in {e.id for e in run_checks()}) is refused

@@ -13,7 +13,7 @@ from agents.policy import (
     get_policy,
     parse_arguments,
 )
-from agents.registry import AGENTS
+from agents.registry import AGENTS, AgentSpec, FileRule
 
 policy = DefaultToolPolicy()
 
@@ -91,6 +91,275 @@ def test_it_refuses_the_architect_other_files(path: str) -> None:
     assert refusal == Refusal(
         f'The architect agent may only write Markdown files (*.md); "{path}" is not allowed.'
     )
+
+
+# What an attacker-controlled model might send the architect to write something other than a
+# Markdown file inside the project, and the reason the model is told.
+ESCAPES = [
+    ("../x.md", 'it climbs out of the workspace with "..".'),
+    ("docs/../../x.md", 'it climbs out of the workspace with "..".'),
+    ("..\\x.md", 'it climbs out of the workspace with "..".'),
+    ("docs\\..\\..\\x.md", 'it climbs out of the workspace with "..".'),
+    ("/etc/x.md", "it is an absolute path."),
+    # POSIX reads "//etc" as "/etc"; Windows as the share "etc" of a server.
+    ("//etc/x.md", "it names a network share or a device (\\\\server\\...)."),
+    ("\\etc\\x.md", "it is an absolute path."),
+    ("C:\\Users\\me\\x.md", "it is an absolute path."),
+    # posixpath.normpath alone would turn this one into "x.md": the drive must go first.
+    ("C:/proj/../../x.md", "it is an absolute path."),
+    ("C:x.md", "it is relative to the current directory of drive C:, which may be anywhere."),
+    ("\\\\server\\share\\x.md", "it names a network share or a device (\\\\server\\...)."),
+    ("\\\\?\\C:\\x.md", "it names a network share or a device (\\\\server\\...)."),
+    ("~/x.md", 'it starts with "~", which a shell expands to a home directory.'),
+    ("~root/x.md", 'it starts with "~", which a shell expands to a home directory.'),
+    (
+        "x.py:.md",
+        'it contains ":", which on Windows names an alternate data stream of another file '
+        '("x.py:.md" writes into x.py).',
+    ),
+    (
+        "docs/x.py::$DATA:.md",
+        'it contains ":", which on Windows names an alternate data stream of another file '
+        '("x.py:.md" writes into x.py).',
+    ),
+    ("x.md/", "it ends like a directory, not a file."),
+    ("docs/x.md/.", "it ends like a directory, not a file."),
+    ("docs/..", "it ends like a directory, not a file."),
+    ("x.md.", 'it has a name ending in a dot or a space ("x.md."), which Windows drops.'),
+    ("x.md ", 'it has a name ending in a dot or a space ("x.md "), which Windows drops.'),
+    ("docs./x.md", 'it has a name ending in a dot or a space ("docs."), which Windows drops.'),
+    ("aux.md", 'it uses "aux.md", which Windows opens as a device, not a file.'),
+    ("docs/CON.md", 'it uses "CON.md", which Windows opens as a device, not a file.'),
+    ("com1 .md", 'it uses "com1 .md", which Windows opens as a device, not a file.'),
+    ("x.md\n", "it contains an invisible or control character (U+000A)."),
+    ("x\u202edm.py", "it contains an invisible or control character (U+202E)."),
+]
+
+
+@pytest.mark.parametrize(("path", "why"), ESCAPES)
+def test_it_refuses_the_architect_paths_that_escape_or_trick_the_rule(path: str, why: str) -> None:
+    refusal = check("architect", "write_file", path=path, content="x")
+    assert refusal == Refusal(
+        f'The architect agent may only write Markdown files (*.md); "{path}" is not allowed: '
+        f"{why} Name the file by its path inside the project, relative to the project root "
+        '(such as "docs/notes.md").'
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "docs/a.md",
+        "./a.md",
+        "a/../b.md",
+        "docs//a.md",
+        "docs/./design/../plan.md",
+        ".github/CONTRIBUTING.md",
+        "notes.v2.md",
+        "read me.md",
+        "docs\\a.md",
+    ],
+)
+def test_it_lets_the_architect_write_markdown_inside_the_workspace(path: str) -> None:
+    assert check("architect", "write_file", path=path, content="# Plan") is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        # Inside the workspace, but not Markdown once normalised: the rule itself refuses.
+        "docs/a.md/../../src/app.py",
+        "x.md\\..\\app.py",
+        "a.md.py",
+    ],
+)
+def test_it_judges_the_normalised_path_against_the_rule(path: str) -> None:
+    refusal = check("architect", "write_file", path=path, content="x")
+    assert refusal == Refusal(
+        f'The architect agent may only write Markdown files (*.md); "{path}" is not allowed.'
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/work/proj/docs/a.md",
+        "/work/proj/a.md",
+        "/work/proj/../proj/docs/a.md",
+        "\\work\\proj\\docs\\a.md",
+        "docs/a.md",
+    ],
+)
+def test_it_allows_absolute_paths_inside_the_workspace_root(settings, path: str) -> None:
+    settings.WORKSPACE_ROOT = "/work/proj/"
+    assert check("architect", "write_file", path=path, content="#") is None
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        ("/work/other/a.md", "it is outside the workspace (/work/proj)."),
+        ("/work/proj/../other/a.md", "it is outside the workspace (/work/proj)."),
+        # A sibling whose name starts like the root's is not inside it.
+        ("/work/project/a.md", "it is outside the workspace (/work/proj)."),
+        # Compared case-sensitively: on Linux this is another directory.
+        ("/work/PROJ/a.md", "it is outside the workspace (/work/proj)."),
+        ("/etc/a.md", "it is outside the workspace (/work/proj)."),
+        # Inside on Linux, but on Windows the server "work"'s share "proj".
+        ("//work/proj/a.md", "it names a network share or a device (\\\\server\\...)."),
+        ("C:/work/proj/a.md", "it is outside the workspace (/work/proj)."),
+        ("../a.md", 'it climbs out of the workspace with "..".'),
+    ],
+)
+def test_it_refuses_absolute_paths_outside_the_workspace_root(
+    settings, path: str, why: str
+) -> None:
+    settings.WORKSPACE_ROOT = "/work/proj"
+    refusal = check("architect", "write_file", path=path, content="#")
+    assert refusal is not None
+    assert refusal.reason.startswith(
+        f'The architect agent may only write Markdown files (*.md); "{path}" is not allowed: {why} '
+    )
+
+
+def test_it_judges_the_rest_of_a_path_under_the_root_against_the_rule(settings) -> None:
+    settings.WORKSPACE_ROOT = "/work/proj"
+    refusal = check("architect", "write_file", path="/work/proj/src/app.py", content="x")
+    assert refusal == Refusal(
+        'The architect agent may only write Markdown files (*.md); "/work/proj/src/app.py" is '
+        "not allowed."
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("C:\\Users\\me\\proj\\docs\\a.md", True),
+        ("c:/Users/me/proj/a.md", True),
+        ("C:\\Users\\me\\other\\a.md", False),
+        ("D:\\Users\\me\\proj\\a.md", False),
+        ("C:\\Users\\me\\proj\\..\\other\\a.md", False),
+        ("/Users/me/proj/a.md", False),
+    ],
+)
+def test_it_understands_a_windows_workspace_root(settings, path: str, allowed: bool) -> None:
+    settings.WORKSPACE_ROOT = "C:\\Users\\me\\proj"
+    assert (check("architect", "write_file", path=path, content="#") is None) is allowed
+
+
+# An agent whose rule binds every tool with path arguments to the docs directory: the rule
+# must judge each of them, "cwd" included, not only write_file's "path".
+DOCS_ONLY = AgentSpec(
+    type="docs",
+    name="Docs",
+    description="Works on the documentation only.",
+    prompt="",
+    tools=frozenset(
+        {"read_file", "list_files", "create_directory", "execute_command", "search_in_code"}
+    ),
+    file_rules=(
+        FileRule(
+            tools=frozenset(
+                {"read_file", "list_files", "create_directory", "execute_command", "search_in_code"}
+            ),
+            allowed_globs=("docs", "docs/*"),
+            description="may only touch the docs directory",
+        ),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("read_file", {"path": "docs/a.md"}),
+        ("list_files", {"path": "docs/"}),
+        ("list_files", {"path": "./docs"}),
+        ("create_directory", {"path": "docs/adr"}),
+        ("execute_command", {"command": "make html", "cwd": "docs"}),
+        ("execute_command", {"command": "make html"}),
+        ("search_in_code", {"query": "TODO", "path": "docs/guide"}),
+        ("search_in_code", {"query": "TODO"}),
+    ],
+)
+def test_it_allows_every_path_argument_the_rule_allows(
+    tool: str, arguments: dict[str, Any]
+) -> None:
+    assert DefaultToolPolicy().check(agent=DOCS_ONLY, tool_name=tool, arguments=arguments) is None
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "expected"),
+    [
+        (
+            "execute_command",
+            {"command": "rm -rf .", "cwd": "docs/../src"},
+            'The docs agent may only touch the docs directory; the cwd "docs/../src" is not '
+            "allowed.",
+        ),
+        (
+            "execute_command",
+            {"command": "rm -rf .", "cwd": "../other"},
+            'The docs agent may only touch the docs directory; the cwd "../other" is not '
+            'allowed: it climbs out of the workspace with "..". Name the directory by its path '
+            'inside the project, relative to the project root (such as "docs/notes.md").',
+        ),
+        (
+            "search_in_code",
+            {"query": "password", "path": "/home/me/.ssh"},
+            'The docs agent may only touch the docs directory; "/home/me/.ssh" is not allowed: '
+            "it is an absolute path. Name the file or directory by its path inside the project, "
+            'relative to the project root (such as "docs/notes.md").',
+        ),
+        (
+            "list_files",
+            {"path": "."},
+            'The docs agent may only touch the docs directory; "." is not allowed.',
+        ),
+        # On a POSIX IDE this is a file named "src\..\docs\a.py" at the root, not docs/a.py.
+        (
+            "read_file",
+            {"path": "src\\..\\docs\\a.py"},
+            'The docs agent may only touch the docs directory; "src\\..\\docs\\a.py" is not '
+            "allowed.",
+        ),
+    ],
+)
+def test_it_judges_every_path_argument_of_a_rule_bound_tool(
+    tool: str, arguments: dict[str, Any], expected: str
+) -> None:
+    refusal = DefaultToolPolicy().check(agent=DOCS_ONLY, tool_name=tool, arguments=arguments)
+    assert refusal == Refusal(expected)
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("write_file", {"path": "../elsewhere/app.py", "content": ""}),
+        ("write_file", {"path": "/tmp/x.py", "content": ""}),
+        ("read_file", {"path": "C:\\Windows\\win.ini"}),
+        ("execute_command", {"command": "ls", "cwd": "/"}),
+    ],
+)
+def test_it_leaves_paths_of_tools_without_a_rule_alone(
+    tool: str, arguments: dict[str, Any]
+) -> None:
+    # The coder has no file rules: where it may write is the approving human's call.
+    assert check("coder", tool, **arguments) is None
+    assert check("architect", "read_file", path="../elsewhere/app.py") is None
+
+
+def test_it_refuses_a_relative_workspace_root(settings) -> None:
+    from django.core.checks import run_checks
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.WORKSPACE_ROOT = "work/proj"
+    assert "agent_runtime.E013" in {e.id for e in run_checks()}
+    with pytest.raises(ImproperlyConfigured, match="WORKSPACE_ROOT must be an absolute path"):
+        check("architect", "write_file", path="a.md", content="#")
+
+    settings.WORKSPACE_ROOT = "C:\\work"
+    assert "agent_runtime.E013" not in {e.id for e in run_checks()}
 
 
 def test_it_applies_file_rules_only_to_the_tools_they_name() -> None:

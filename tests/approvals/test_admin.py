@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 from typing import Any
@@ -172,6 +173,66 @@ def test_it_filters_the_queue(alice):
 
 
 @pytest.mark.django_db
+def test_it_shows_the_columns_each_status_needs(alice):
+    pending = make_approval("s-p")
+    decided = make_approval("s-d", age=timedelta(minutes=5))
+    mark_decided(decided, by="staff:carol")
+
+    def columns(query: str) -> list[str]:
+        return list(alice.get(QUEUE + query).context["cl"].list_display)
+
+    queue = ["decide_link", "tool_name", "arguments_summary", "session_link", "agent", "age"]
+    assert columns("") == ["action_checkbox", *queue]
+    assert columns("?status=pending") == ["action_checkbox", *queue]
+    decided_columns = ["tool_name", "arguments_summary", "session_link", "agent", "requested"]
+    assert columns("?status=approved") == ["action_checkbox", *decided_columns, "outcome"]
+    assert columns("?status=all") == ["action_checkbox", *decided_columns, "outcome"]
+    html = alice.get(QUEUE + "?status=approved").content.decode()
+    assert "Approved by staff:carol after 5\xa0minutes</span>" in html
+    html = alice.get(QUEUE + "?status=all").content.decode()
+    assert (
+        f'<td class="field-outcome">Pending: <a class="decide-link" href="{decide_url(pending)}">'
+        "Decide →</a></td>"
+    ) in html
+
+
+@pytest.mark.django_db
+def test_it_counts_the_pending_approvals_on_the_index(alice):
+    make_approval("s-1", age=timedelta(minutes=30))
+    make_approval("s-2", age=timedelta(minutes=1))
+    mark_decided(make_approval("s-3", age=timedelta(hours=2)))
+
+    html = alice.get("/admin/").content.decode()
+
+    assert '<p id="pending-approvals" class="has-pending">' in html
+    assert '<span class="badge" data-count="2">2</span>' in html
+    assert "<span>tool calls wait for a decision" in html
+    assert "(the oldest for 30\xa0minutes)" in html
+    assert (
+        '<a href="/admin/approvals/approval/?status=pending">Open the approval queue →</a>' in html
+    )
+    assert html.index('id="pending-approvals"') < html.index('id="content-main"')
+
+    Approval.objects.filter(session_id="s-2").delete()
+    assert "<span>tool call waits for a decision" in alice.get("/admin/").content.decode()
+    Approval.objects.filter(session_id="s-1").delete()
+    html = alice.get("/admin/").content.decode()
+    assert '<p id="pending-approvals" class="">' in html
+    assert "No tool call waits for a decision." in html
+
+
+@pytest.mark.django_db
+def test_it_shows_no_count_to_staff_who_may_not_see_approvals(client):
+    make_approval()
+    client.force_login(User.objects.create_user("nobody", is_staff=True))
+
+    response = client.get("/admin/")
+
+    assert response.status_code == 200
+    assert 'id="pending-approvals"' not in response.content.decode()
+
+
+@pytest.mark.django_db
 def test_it_requires_a_staff_login(client, staff):
     approval = make_approval()
     for url in (QUEUE, decide_url(approval)):
@@ -287,16 +348,50 @@ def test_it_approves(alice):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_releases_an_edited_call(alice):
+def test_it_shows_an_edit_before_releasing_it(alice):
     approval = make_approval()
-    edited = {"path": "docs/notes.md", "content": "shorter\n"}
+    edited = {"path": "docs/notes.md", "content": "# Notes\n<b>not bold</b>\nline three\n"}
 
-    response = alice.post(
+    preview = alice.post(
         decide_url(approval),
         {"decision": "edit", "arguments": json.dumps(edited), "feedback": "smaller file"},
     )
 
+    assert preview.status_code == 200
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.PENDING
+    assert ToolCall.objects.get(call_id="c1").status == ToolCall.Status.AWAITING_APPROVAL
+    html = preview.content.decode()
+    assert 'id="approval-edit-preview"' in html
+    assert "<del>&quot;notes.md&quot;</del> → <ins>&quot;docs/notes.md&quot;</ins>" in html
+    assert (
+        '<pre class="diff"><span class="diff-hunk">@@ -1,3 +1,3 @@</span>'
+        '<span class="diff-context"> # Notes</span>'
+        '<span class="diff-context"> &lt;b&gt;not bold&lt;/b&gt;</span>'
+        '<span class="diff-remove">-line 3</span>'
+        '<span class="diff-add">+line three</span></pre>'
+    ) in html
+    digest = hashlib.sha256(
+        b'{"content":"# Notes\\n<b>not bold</b>\\nline three\\n","path":"docs/notes.md"}'
+    ).hexdigest()
+    assert f'<input type="hidden" name="previewed" value="{digest}">' in html
+    assert 'form="decision-form" name="decision" value="release" id="decide-release"' in html
+    # The edit and the feedback are still in the form, to release or to change again.
+    assert json.loads(preview.context["form"]["arguments"].value()) == edited
+    assert preview.context["form"]["feedback"].value() == "smaller file"
+
+    response = alice.post(
+        decide_url(approval),
+        {
+            "decision": "release",
+            "arguments": json.dumps(edited, indent=4),  # spacing is not a change
+            "feedback": "smaller file",
+            "previewed": digest,
+        },
+    )
+
     assert response.status_code == 302
+    assert response["Location"] == QUEUE
     approval.refresh_from_db()
     assert approval.status == Approval.Status.EDITED
     assert approval.edited_arguments == edited
@@ -305,10 +400,43 @@ def test_it_releases_an_edited_call(alice):
     call = ToolCall.objects.get(session_id="s-1", call_id="c1")
     assert call.status == ToolCall.Status.EMITTED
     assert call.arguments == edited
+    assert any("Edited and released write_file (c1)" in text for text in texts(response))
 
     html = alice.get(decide_url(approval)).content.decode()
     assert 'id="approval-edited-arguments"' in html
     assert 'id="decision-form"' not in html
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("previewed", ["", "0" * 64])
+def test_it_shows_an_edit_changed_after_its_preview_again(alice, previewed):
+    approval = make_approval()
+    edited = {"path": "notes.md", "content": "other\n"}
+
+    response = alice.post(
+        decide_url(approval),
+        {"decision": "release", "arguments": json.dumps(edited), "previewed": previewed},
+    )
+
+    assert response.status_code == 200
+    assert 'id="approval-edit-preview"' in response.content.decode()
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.PENDING
+    assert approval.edited_arguments is None
+    assert ToolCall.objects.get(call_id="c1").arguments == WRITE_ARGS
+
+
+@pytest.mark.django_db
+def test_it_says_when_an_edit_changes_nothing(alice):
+    approval = make_approval()
+
+    response = alice.post(
+        decide_url(approval), {"decision": "edit", "arguments": json.dumps(WRITE_ARGS)}
+    )
+
+    html = response.content.decode()
+    assert "No change against the model's arguments." in html
+    assert "Unchanged: <code>path</code>, <code>content</code>" in html
 
 
 @pytest.mark.django_db
@@ -337,21 +465,74 @@ def test_it_refuses_edits_that_are_not_a_json_object(alice, raw, error):
 @pytest.mark.django_db
 def test_it_refuses_an_edit_the_agents_policy_forbids(alice):
     approval = make_approval(agent="architect", arguments={"path": "docs/plan.md", "content": "x"})
+    forbidden = {"path": "../app.md", "content": "x"}
 
+    preview = alice.post(
+        decide_url(approval), {"decision": "edit", "arguments": json.dumps(forbidden)}
+    )
+
+    # The preview says so at once, and offers no release.
+    html = preview.content.decode()
+    assert (
+        '<p class="errornote" id="edit-refused">The agent\'s policy refuses this edit: The '
+        "architect agent may only write Markdown files (*.md); &quot;../app.md&quot; is not "
+        "allowed: it climbs out of the workspace with &quot;..&quot;."
+    ) in html
+    assert 'id="decide-release"' not in html
+
+    # Released anyway (a hand-made POST): the service refuses it, and nothing changes.
     response = alice.post(
         decide_url(approval),
-        {"decision": "edit", "arguments": json.dumps({"path": "app.py", "content": "x"})},
+        {
+            "decision": "release",
+            "arguments": json.dumps(forbidden),
+            "previewed": preview.context["preview"]["digest"],
+        },
     )
 
     assert response.status_code == 200
     assert any("the edited call is not allowed" in text for text in texts(response))
-    assert "app.py" in response.content.decode()  # the staff's edit is still in the box
+    assert "../app.md" in response.content.decode()  # the staff's edit is still in the box
     approval.refresh_from_db()
     assert approval.status == Approval.Status.PENDING
     assert approval.edited_arguments is None
     call = ToolCall.objects.get(call_id="c1")
     assert call.status == ToolCall.Status.AWAITING_APPROVAL
     assert call.arguments == {"path": "docs/plan.md", "content": "x"}
+
+
+@pytest.mark.django_db
+def test_it_shows_what_a_decided_edit_changed(alice):
+    approval = make_approval(
+        tool_name="execute_command", arguments={"command": "make deploy", "timeout": 60}
+    )
+    Approval.objects.filter(pk=approval.pk).update(
+        status=Approval.Status.EDITED,
+        decided_at=timezone.now(),
+        decided_by_kind=Approval.DeciderKind.STAFF,
+        decided_by="staff:carol",
+        edited_arguments={"command": "make deploy-staging", "timeout": 60, "cwd": "app"},
+    )
+    expected = (
+        '<div class="argument-change change-changed" data-argument="command">\n'
+        '    <p><code>command</code> <span class="change-kind">changed</span></p>\n'
+        "    \n"
+        '    <p class="value-change"><del>&quot;make deploy&quot;</del> → '
+        "<ins>&quot;make deploy-staging&quot;</ins></p>"
+    )
+
+    page = alice.get(decide_url(approval)).content.decode()
+    change = alice.get(reverse("admin:approvals_approval_change", args=[approval.pk]))
+
+    assert 'id="approval-edit-diff"' in page
+    assert expected in page
+    assert '<p class="value-change"><ins>&quot;app&quot;</ins></p>' in page
+    assert "Unchanged: <code>timeout</code>" in page
+    assert expected in change.content.decode()
+    assert (
+        'id="approval-edit-diff"'
+        not in alice.get(decide_url(make_approval("s-2"))).content.decode()
+    )
 
 
 @pytest.mark.django_db
