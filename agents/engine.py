@@ -36,9 +36,10 @@ class Reply:
     """One model reply's text on its way to the client (PROTOCOL §3.2, one frame, one bubble).
 
     The IDE draws every frame as a bubble of its own, so the chunk that ends a response must
-    carry text, never "". In ``token`` mode each delta goes out as it comes, but the latest is
-    held back until the next arrives or the reply ends; in ``message`` mode (STREAM_MODE) the
-    whole text is held and sent as one chunk.
+    carry text, never "". In ``token`` mode each delta goes out the moment it comes, all but
+    its last character, which waits for the next delta or the end of the reply: the first
+    token is not delayed (PROTOCOL §3.2: at once), and the final chunk always has text. In
+    ``message`` mode (STREAM_MODE) the whole text is held and sent as one chunk.
     """
 
     def __init__(self, emit: Emit, *, whole: bool) -> None:
@@ -47,9 +48,13 @@ class Reply:
         self.held: list[str] = []
 
     async def add(self, text: str) -> None:
-        if not self.whole and self.held:
-            await self.emit(token_chunk(self.held.pop()))
-        self.held.append(text)
+        if self.whole:
+            self.held.append(text)
+            return
+        pending = "".join(self.held) + text
+        self.held = [pending[-1:]] if pending else []
+        if len(pending) > 1:
+            await self.emit(token_chunk(pending[:-1]))
 
     async def flush(self, *, is_final: bool = False) -> bool:
         """Send what is held back; False if there was nothing."""

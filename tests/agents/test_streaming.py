@@ -54,14 +54,28 @@ def message_mode(settings: Any) -> None:
 # --- token mode (the default) -----------------------------------------------------------------
 
 
+async def test_the_first_text_goes_out_before_the_model_sends_more(stream, llm):
+    """Holding back one character, not one delta: the first token is not kept waiting."""
+    await new_session()
+    llm.enqueue(fakellm.text("Thinking hard", delay=3.0))  # the second delta comes 3 s later
+    response = await stream.post("s1", user("hi"))
+    frames = response.streaming_content.__aiter__()
+    first = parse_sse(await asyncio.wait_for(frames.__anext__(), 2.0))
+    assert first[0]["content"] == "Thinking"
+    rest = b"".join([frame async for frame in frames])
+    assert text_of(first + parse_sse(rest)) == "Thinking hard"
+
+
 async def test_it_ends_a_reply_with_its_last_delta(stream, llm):
     await new_session()
     llm.enqueue(fakellm.text("Hello there, friend."))
     chunks = await stream.send("s1", user("hi"))
     assert shape(chunks) == [
-        ("assistant_message", "Hello ", False),
-        ("assistant_message", "there, ", False),
-        ("assistant_message", "friend.", True),
+        # Each delta goes out at once but for its last character, which the next one carries.
+        ("assistant_message", "Hello", False),
+        ("assistant_message", " there,", False),
+        ("assistant_message", " friend", False),
+        ("assistant_message", ".", True),
     ]
     assert all(c["token"] == c["content"] for c in chunks)
 
@@ -70,7 +84,7 @@ async def test_a_one_delta_reply_is_one_final_chunk(stream, llm):
     await new_session()
     llm.enqueue(fakellm.text("Done."))
     chunks = await stream.send("s1", user("hi"))
-    assert shape(chunks) == [("assistant_message", "Done.", True)]
+    assert shape(chunks) == [("assistant_message", "Done", False), ("assistant_message", ".", True)]
 
 
 async def test_text_before_tool_calls_is_never_final(stream, llm):
@@ -80,9 +94,10 @@ async def test_text_before_tool_calls_is_never_final(stream, llm):
     )
     chunks = await stream.send("s1", user("read a"))
     assert shape(chunks) == [
-        ("assistant_message", "Let ", False),
-        ("assistant_message", "me ", False),
-        ("assistant_message", "look.", False),
+        ("assistant_message", "Let", False),
+        ("assistant_message", " me", False),
+        ("assistant_message", " look", False),
+        ("assistant_message", ".", False),
         ("tool_call", "c1", True),
     ]
 
@@ -98,11 +113,13 @@ async def test_text_before_a_hand_off_stays_in_order(stream, llm):
     )
     chunks = await stream.send("s1", user("it crashes"))
     assert shape(chunks) == [
-        ("assistant_message", "Handing ", False),
-        ("assistant_message", "over.", False),
+        ("assistant_message", "Handing", False),
+        ("assistant_message", " over", False),
+        ("assistant_message", ".", False),
         ("agent_switched", "Switched to debug agent", False),
-        ("assistant_message", "Debugging ", False),
-        ("assistant_message", "now.", True),
+        ("assistant_message", "Debugging", False),
+        ("assistant_message", " now", False),
+        ("assistant_message", ".", True),
     ]
 
 
@@ -110,12 +127,13 @@ async def test_a_failure_mid_stream_comes_after_all_the_text(stream, llm):
     await new_session()
     llm.enqueue(fakellm.drop_after(3))
     chunks = await stream.send("s1", user("hi"))
-    assert shape(chunks)[:3] == [
-        ("assistant_message", "tok0 ", False),
-        ("assistant_message", "tok1 ", False),
-        ("assistant_message", "tok2 ", False),  # held back, still sent before the error
+    assert shape(chunks)[:4] == [
+        ("assistant_message", "tok0", False),
+        ("assistant_message", " tok1", False),
+        ("assistant_message", " tok2", False),
+        ("assistant_message", " ", False),  # held back, still sent before the error
     ]
-    assert [c["type"] for c in chunks[3:]] == ["error"]
+    assert [c["type"] for c in chunks[4:]] == ["error"]
     assert await stored() == [("user", "hi"), ("assistant", "tok0 tok1 tok2 ")]
 
 

@@ -126,7 +126,8 @@ async def test_a_routed_text_reply(driver: Any, api: Api, fake: Any) -> None:
     assert switched["metadata"]["score"] == 0.8
     assert {c["type"] for c in chunks[1:]} == {"assistant_message"}
     assert chunks[-1]["is_final"] is True
-    assert chunks[-1]["token"] == chunks[-1]["content"] == "friend."  # one frame, one bubble
+    # One frame, one bubble: the final chunk carries text (the reply's last character).
+    assert chunks[-1]["token"] == chunks[-1]["content"] == "."
     assert all(c["content"] for c in chunks)
     assert text_of(chunks) == "Hello there, friend."
     if driver.kind == "sse":
