@@ -17,8 +17,8 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
 from agent_runtime.checks import check_limits, check_secrets  # noqa: E402
+from agent_runtime.routing import websocket_application  # noqa: E402
 from agents import turns  # noqa: E402
-from sessions.routing import websocket_application  # noqa: E402
 
 # daphne runs no system checks: refuse here to serve production on development secrets, or
 # with a configuration that cannot work.

@@ -9,16 +9,15 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path, re_path
 
-from agent_runtime import errors
+from agent_runtime import errors, health, prometheus
 from agents import api as agents_api
+from agents import views as stream_views
 from approvals import api as approvals_api
 from sessions import api as sessions_api
-from sessions import prometheus
-from sessions import views as stream_views
 
 urlpatterns = [
-    path("health", sessions_api.health, name="health"),
-    path("ready", sessions_api.ready, name="ready"),
+    path("health", health.health, name="health"),
+    path("ready", health.ready, name="ready"),
     path("metrics", prometheus.metrics, name="prometheus-metrics"),
     path("sessions", sessions_api.sessions_collection, name="sessions"),
     path("sessions/<str:session_id>", sessions_api.session_detail, name="session-detail"),

@@ -10,12 +10,12 @@ from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from agent_runtime.rest import StrictCharField, StrictSerializer, body
 from agents import services
 from agents.chunks import CONFIDENCE_LEVELS, HIGH, USER_REQUESTED
 from agents.models import AgentContext
 from agents.registry import available_agents
-from sessions.api import StrictCharField, StrictSerializer, body
-from sessions.selectors import agent_switches
+from agents.selectors import agent_switches
 from sessions.services import session_get
 
 

@@ -9,10 +9,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agent_runtime.errors import ApplicationError
+from agent_runtime.rest import body
 from agents.messages import CALL_ID_MAX, parse_decision
 from approvals.models import Approval
 from approvals.services import approval_decide
-from sessions.api import body
 from sessions.services import session_get
 
 DECIDER_RE = re.compile(r"^[\w.@+-]{1,100}$")

@@ -2,60 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
-from django.conf import settings
-from django.core.cache import cache
-from django.db import connection
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agent_runtime.errors import NotFound, method_not_allowed
-from agents.llm import breaker_state, get_provider
+from agent_runtime.errors import NotFound
+from agent_runtime.rest import StrictCharField, StrictSerializer, body
+from agents.selectors import agent_switches
 from sessions import selectors, services
 from sessions.models import AgentSession, AuditEvent
 
 if TYPE_CHECKING:
-    from channels.layers import BaseChannelLayer
-
-
-class StrictCharField(serializers.CharField):
-    """A string, and only a string: DRF would turn 12 into "12"."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            raise serializers.ValidationError("must be a string.")
-        return super().to_internal_value(data)
-
-
-class StrictSerializer(serializers.Serializer[Any]):
-    """Refuses keys it does not know, so a typo is a 400 rather than silently ignored."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError(
-                {"non_field_errors": ["the body must be a JSON object."]}
-            )
-        unknown = sorted(set(data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError(
-                {"non_field_errors": [f"unknown field(s): {', '.join(unknown)}."]}
-            )
-        return super().to_internal_value(data)
-
-
-def body(request: Request) -> Any:
-    """The JSON body; an empty body is an empty object."""
-    return request.data if request.body else {}
+    pass
 
 
 def current_agent(session: AgentSession) -> str | None:
@@ -177,7 +138,7 @@ def session_history(request: Request, session_id: str) -> Response:
             "message_count": session.message_count,
             "last_activity": session.last_activity.isoformat(),
             "current_agent": current_agent(session),
-            "agent_history": [s.to_dict() for s in selectors.agent_switches(session=session)],
+            "agent_history": [s.to_dict() for s in agent_switches(session=session)],
             "has_more": bool(messages) and messages[0].seq > 1,
         }
     )
@@ -236,104 +197,3 @@ def session_metrics(request: Request, session_id: str) -> Response:
     if usage is None:  # [compat] as the original: nothing recorded is not found
         raise NotFound(f"no LLM requests recorded for session {session_id!r}")
     return Response(usage)
-
-
-# --- Health: plain async views, so a slow check never holds a worker thread ---------------------
-
-
-def _check_database() -> dict[str, Any]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return {"status": "ok", "vendor": connection.vendor}
-
-
-def _check_cache() -> dict[str, Any]:
-    cache.set("health-check", "1", 5)
-    if cache.get("health-check") != "1":
-        raise RuntimeError("cache read back a different value")
-    return {
-        "status": "ok",
-        "backend": str(settings.CACHES["default"]["BACKEND"]).rsplit(".", 1)[-1],
-    }
-
-
-async def _timed(check: Any, timeout: float = 3.0) -> dict[str, Any]:
-    started = time.monotonic()
-    result: dict[str, Any]
-    try:
-        result = await asyncio.wait_for(check, timeout)
-    except Exception as exc:  # a failing check is reported, never raised
-        result = {"status": "error", "detail": f"{type(exc).__name__}: {exc}"[:300]}
-    result["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
-    return result
-
-
-async def _check_channel_layer() -> dict[str, Any]:
-    # Settings always configure the default layer, so it is never None.
-    layer = cast("BaseChannelLayer", get_channel_layer())
-    await layer.group_send("health-check", {"type": "health.ping"})
-    return {"status": "ok", "backend": type(layer).__name__}
-
-
-async def _check_llm() -> dict[str, Any]:
-    provider = get_provider()  # a misconfigured LLM_BASE_URL raises here: a failed check
-    result = await provider.check_health()
-    result["provider"] = provider.label
-    return result
-
-
-# What a turn cannot run without: with any of these failing, /ready answers 503.
-TURN_DEPENDENCIES = ("database", "cache", "channel_layer")
-
-
-async def _health_payload() -> dict[str, Any]:
-    database, cache_check, layer, llm = await asyncio.gather(
-        _timed(database_sync_to_async(_check_database)()),
-        _timed(sync_to_async(_check_cache)()),
-        _timed(_check_channel_layer()),
-        _timed(_check_llm()),
-    )
-    checks = {
-        "database": database,
-        "cache": cache_check,
-        "channel_layer": layer,
-        "llm": llm,
-        "circuit_breaker": {"status": "ok", "state": breaker_state()},
-    }
-    if database["status"] != "ok":
-        overall = "unhealthy"
-    elif any(c["status"] != "ok" for c in checks.values()) or breaker_state() != "closed":
-        overall = "degraded"
-    else:
-        overall = "healthy"
-    return {
-        "status": overall,
-        "service": "agent-runtime",
-        "version": settings.VERSION,
-        "llm_mode": "demo" if not settings.LLM_BASE_URL else "remote",
-        "ready": all(checks[name]["status"] == "ok" for name in TURN_DEPENDENCIES),
-        "checks": checks,
-    }
-
-
-# No cookie authenticates these, so CSRF does not apply; checked, a POST would be a 403, not
-# a 405.
-@csrf_exempt
-async def health(request: HttpRequest) -> JsonResponse:
-    """GET /health: every check and what failed; 503 only without a database (a process
-    that has one can still answer most requests, and restarting it would not bring Redis
-    or the model back)."""
-    if request.method not in ("GET", "HEAD"):
-        return method_not_allowed(request, "GET", "HEAD")
-    payload = await _health_payload()
-    return JsonResponse(payload, status=503 if payload["status"] == "unhealthy" else 200)
-
-
-@csrf_exempt
-async def ready(request: HttpRequest) -> JsonResponse:
-    """GET /ready, for load balancers: 503 unless the database, the cache and the channel
-    layer all answer, i.e. unless this process can serve turns now."""
-    if request.method not in ("GET", "HEAD"):
-        return method_not_allowed(request, "GET", "HEAD")
-    payload = await _health_payload()
-    return JsonResponse(payload, status=200 if payload["ready"] else 503)

@@ -7,8 +7,6 @@ from typing import Any
 from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
-from agents.models import AgentSwitch
-from approvals.models import Approval
 from sessions.models import AgentSession, AuditEvent, LLMRequest, Message
 
 
@@ -31,10 +29,6 @@ def session_messages(
     if limit is None:
         return list(qs.order_by("seq"))
     return list(reversed(qs.order_by("-seq")[:limit]))
-
-
-def agent_switches(*, session: AgentSession) -> list[AgentSwitch]:
-    return list(AgentSwitch.objects.filter(context__session=session))
 
 
 def llm_messages(*, session_id: str) -> list[dict[str, Any]]:
@@ -91,11 +85,9 @@ def event_metrics() -> dict[str, Any]:
             entry[outcome] += row["n"]
 
     decisions: dict[str, dict[str, int]] = {}
-    decided = {
-        Approval.Status.APPROVED: "approve",
-        Approval.Status.EDITED: "edit",
-        Approval.Status.REJECTED: "reject",
-    }
+    # The decision each HITL audit event records (an approval's status); the other outcomes
+    # (expired, cancelled) are not decisions a human made.
+    decided = {"approved": "approve", "edited": "edit", "rejected": "reject"}
     for row in _audit_counts(AuditEvent.Type.HITL_DECISION, "tool_name", "decision"):
         if row["decision"] in decided:
             entry = decisions.setdefault(

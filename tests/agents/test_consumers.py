@@ -12,11 +12,11 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
+from agent_runtime.routing import websocket_application
 from agents.models import AgentContext
 from approvals.models import Approval
 from approvals.services import approval_decide
 from sessions.models import AgentSession, Message
-from sessions.routing import websocket_application
 from sessions.services import session_create
 from tests import fakellm
 from tests.history import text_of

@@ -25,9 +25,9 @@ from agent_runtime import jsonbody
 from agent_runtime.errors import ApplicationError, error_response, method_not_allowed
 from agents import turns
 from agents.chunks import KEEPALIVE_FRAME, error_chunk, sse_frame
+from agents.consumers import LAYER_DOWN, LAYER_DOWN_TEXT
 from agents.messages import parse_request
 from agents.services import outstanding_chunks
-from sessions.consumers import LAYER_DOWN, LAYER_DOWN_TEXT
 from sessions.db import TRANSIENT, DatabaseUnavailable
 from sessions.services import session_get, validate_session_id_or_404
 

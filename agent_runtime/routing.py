@@ -6,7 +6,7 @@ from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from django.urls import re_path
 
-from sessions.consumers import SessionConsumer, UnknownPathConsumer
+from agents.consumers import SessionConsumer, UnknownPathConsumer
 
 # django-stubs types re_path's view as a Django view, types-channels wants its own pattern type;
 # routing ASGI consumers through re_path is what Channels documents.

@@ -1,0 +1,38 @@
+"""Edge helpers every app's DRF views share: strict input, and the JSON body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.request import Request
+
+
+class StrictCharField(serializers.CharField):
+    """A string, and only a string: DRF would turn 12 into "12"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("must be a string.")
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(serializers.Serializer[Any]):
+    """Refuses keys it does not know, so a typo is a 400 rather than silently ignored."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["the body must be a JSON object."]}
+            )
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {"non_field_errors": [f"unknown field(s): {', '.join(unknown)}."]}
+            )
+        return super().to_internal_value(data)
+
+
+def body(request: Request) -> Any:
+    """The JSON body; an empty body is an empty object."""
+    return request.data if request.body else {}
