@@ -18,7 +18,7 @@ from approvals.models import Approval
 from approvals.services import approval_decide
 from sessions.models import AgentSession, Message
 from sessions.services import session_create
-from tests import fakellm
+from tests import fakellm, ide_union
 from tests.history import text_of
 from tests.ide_union import check_chunk
 from tests.services import require_redis
@@ -141,18 +141,7 @@ async def test_a_binary_frame_gets_an_error_and_the_socket_lives(llm):
     assert (await ws.connect())[0]
     await ws.send_to(bytes_data=b'{"type": "user_message", "content": "hi"}')
     error = await chunk_from(ws)
-    assert list(error) == [
-        "type",
-        "content",
-        "token",
-        "is_final",
-        "call_id",
-        "tool_name",
-        "arguments",
-        "requires_approval",
-        "error",
-        "metadata",
-    ]
+    assert tuple(error) == ide_union.KEYS
     assert error["type"] == "error" and error["is_final"] is True
     assert "binary" in error["error"] and error["content"] == error["error"]
     # An empty text frame is malformed JSON, not a crash (the communicator cannot send one).
