@@ -53,15 +53,15 @@ class _IdleWatch:
     """
 
     def __init__(self, limit: float) -> None:
+        """Made in the task that reads the stream (the one the timer cancels)."""
         self.loop = asyncio.get_running_loop()
         self.limit = limit
-        self.task: asyncio.Task[Any] | None = None
+        self.task: asyncio.Task[Any] | None = asyncio.current_task()
         self.reading_since: float | None = None
         self.handle: asyncio.TimerHandle | None = None
         self.fired = False
 
     def start_read(self) -> None:
-        self.task = asyncio.current_task()
         self.reading_since = self.loop.time()
         if self.handle is None:
             self.handle = self.loop.call_at(self.reading_since + self.limit, self._check)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agents import tools
@@ -175,7 +177,13 @@ class TestToolSpecs:
         assert [s["function"]["name"] for s in specs] == ["read_file", "switch_mode"]
         assert tools.tool_specs([]) == []
 
-    def test_it_hands_out_copies(self) -> None:
+    def test_no_request_can_change_the_tools_of_another(self) -> None:
         (spec,) = tools.tool_specs(["read_file"])
-        spec["function"]["name"] = "changed"
+        with pytest.raises(TypeError):
+            spec["function"]["name"] = "changed"
+        with pytest.raises(TypeError):
+            spec["function"]["parameters"]["properties"].pop("path")
         assert tools.TOOL_SPECS["read_file"]["function"]["name"] == "read_file"
+        (again,) = tools.tool_specs(["read_file"])
+        assert again["function"]["name"] == "read_file"
+        assert json.loads(json.dumps(again)) == tools.TOOL_SPECS["read_file"]
