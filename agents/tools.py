@@ -205,6 +205,13 @@ class _Frozen(dict[str, Any]):
 
     __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _refuse  # type: ignore[assignment]
 
+    # A copy is the caller's own, and may change.
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return {key: copy.deepcopy(value, memo) for key, value in self.items()}
+
 
 def _frozen(value: Any) -> Any:
     if isinstance(value, dict):

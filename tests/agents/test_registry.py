@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -187,3 +188,6 @@ class TestToolSpecs:
         (again,) = tools.tool_specs(["read_file"])
         assert again["function"]["name"] == "read_file"
         assert json.loads(json.dumps(again)) == tools.TOOL_SPECS["read_file"]
+        mine = copy.deepcopy(again)  # a copy may change
+        mine["function"]["name"] = "mine"
+        assert tools.tool_specs(["read_file"])[0]["function"]["name"] == "read_file"
