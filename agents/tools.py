@@ -6,6 +6,7 @@ The JSON schemas double as the contract the policy validates arguments against.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Iterable
 from typing import Any
