@@ -7,9 +7,10 @@ import contextlib
 import itertools
 import logging
 import random
+import ssl
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -43,6 +44,7 @@ from agents.llm.wire import (
 logger = logging.getLogger(__name__)
 HEALTH_TIMEOUT_SECONDS = 2.0
 POOL_SHARDS = 8
+POOL_STREAMS = 16  # streams on a pool before the next one is used
 KEEPALIVE_CONNECTIONS = 256
 
 
@@ -150,15 +152,17 @@ class OpenAIClient(LLMProvider):
         if internal_auth:
             self._auth_headers["X-Internal-Auth"] = internal_auth
         self._http: list[httpx.AsyncClient] = []
-        self._turn = 0
+        self._busy: list[int] = []  # open streams per pool
+        self._tls: ssl.SSLContext | None = None
         self._http_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
     def __repr__(self) -> str:  # never show the keys
         return f"<OpenAIClient {self.base_url} model={self.model}>"
 
     def _client(self) -> httpx.AsyncClient:
-        """A connection pool for the next request: POOL_SHARDS of them per event loop, taken in
-        turn.
+        """A connection pool of this event loop for the next request: the first one with
+        fewer than POOL_STREAMS open streams (so sequential requests keep reusing one
+        connection), a new one while there are fewer than POOL_SHARDS, else the least busy.
 
         httpcore's pool walks every queued request and connection each time one starts or
         ends, so its cost grows with the square of the streams sharing it; with 100 streams
@@ -167,14 +171,34 @@ class OpenAIClient(LLMProvider):
         ``async_to_sync`` callers run several over the life of the process.
         """
         loop = asyncio.get_running_loop()
-        if not self._http or self._http_loop is None or self._http_loop() is not loop:
-            self._http = [self._new_pool() for _ in range(POOL_SHARDS)]
+        if self._http_loop is None or self._http_loop() is not loop:
+            self._http, self._busy = [], []
             self._http_loop = weakref.ref(loop)
-        self._turn = (self._turn + 1) % POOL_SHARDS
-        return self._http[self._turn]
+        for index, busy in enumerate(self._busy):
+            if busy < POOL_STREAMS:
+                return self._http[index]
+        if len(self._http) < POOL_SHARDS:
+            self._http.append(self._new_pool())
+            self._busy.append(0)
+            return self._http[-1]
+        return self._http[self._busy.index(min(self._busy))]
+
+    def _hold(self, client: httpx.AsyncClient) -> Callable[[], None]:
+        """Count a stream against its pool; returns what to call once it is closed."""
+        index = self._http.index(client)
+        busy = self._busy
+        busy[index] += 1
+
+        def done() -> None:
+            busy[index] -= 1  # the list of the pools it came from, even if replaced since
+
+        return done
 
     def _new_pool(self) -> httpx.AsyncClient:
+        if self._tls is None:  # loading the CA bundle takes tens of ms: once per client
+            self._tls = httpx.create_ssl_context()
         return httpx.AsyncClient(
+            verify=self._tls,
             # Reads are bounded by the first-byte and idle deadlines below, not by httpx.
             timeout=httpx.Timeout(
                 connect=self.connect_timeout,
@@ -290,7 +314,13 @@ class OpenAIClient(LLMProvider):
         loop = asyncio.get_running_loop()
         # The first-byte deadline covers connecting, the response headers and the first event.
         deadline = loop.time() + self.first_byte_timeout
-        response = await self._send(payload, deadline)
+        client = self._client()
+        done = self._hold(client)
+        try:
+            response = await self._send(client, payload, deadline)
+        except BaseException:
+            done()
+            raise
         watch = _IdleWatch(self.idle_timeout)
         try:
             chunks = response.aiter_bytes()
@@ -336,6 +366,7 @@ class OpenAIClient(LLMProvider):
                 await drain(chunks)
             yield state.completion()
         finally:
+            done()
             watch.close()
             with contextlib.suppress(Exception):
                 await response.aclose()
@@ -369,9 +400,10 @@ class OpenAIClient(LLMProvider):
         finally:
             watch.end_read()
 
-    async def _send(self, payload: dict[str, Any], deadline: float) -> httpx.Response:
+    async def _send(
+        self, client: httpx.AsyncClient, payload: dict[str, Any], deadline: float
+    ) -> httpx.Response:
         """POST the request; return the 200 response with its body still unread."""
-        client = self._client()
         request = client.build_request(
             "POST",
             self._chat_url,
