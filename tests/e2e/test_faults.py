@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -66,46 +66,35 @@ def redis_proxy(redis_env: dict[str, str]) -> Iterator[FaultProxy]:
     proxy.stop()
 
 
-def faulty_runtime(
+@pytest.fixture(scope="module")
+def start_faulty(
     request: pytest.FixtureRequest,
     postgres_db: str,
     pg_proxy: FaultProxy,
     redis_env: dict[str, str],
     redis_proxy: FaultProxy,
     fake_llm_server: Any,
-    **env: str,
-) -> Runtime:
-    pg_proxy.up()
-    redis_proxy.up()
-    return start_runtime(
-        request,
-        # sslmode=disable: the proxy must see the queries to fail on one of them.
-        database_url=through(pg_proxy, postgres_db, "sslmode=disable"),
-        redis_url=through(redis_proxy, redis_env["REDIS_URL"]),
-        llm_url=fake_llm_server.url,
-        extra_env={k: v for k, v in redis_env.items() if k != "REDIS_URL"} | env,
-    )
+) -> Callable[..., Runtime]:
+    """Starts a daphne that reaches PostgreSQL and Redis through the proxies."""
+
+    def start(**env: str) -> Runtime:
+        pg_proxy.up()
+        redis_proxy.up()
+        return start_runtime(
+            request,
+            # sslmode=disable: the proxy must see the queries to fail on one of them.
+            database_url=through(pg_proxy, postgres_db, "sslmode=disable"),
+            redis_url=through(redis_proxy, redis_env["REDIS_URL"]),
+            llm_url=fake_llm_server.url,
+            extra_env={k: v for k, v in redis_env.items() if k != "REDIS_URL"} | env,
+        )
+
+    return start
 
 
 @pytest.fixture(scope="module")
-def runtime(
-    request: pytest.FixtureRequest,
-    postgres_db: str,
-    pg_proxy: FaultProxy,
-    redis_env: dict[str, str],
-    redis_proxy: FaultProxy,
-    fake_llm_server: Any,
-) -> Runtime:
-    return faulty_runtime(
-        request,
-        postgres_db,
-        pg_proxy,
-        redis_env,
-        redis_proxy,
-        fake_llm_server,
-        TURN_LOCK_WAIT_SECONDS="30",
-        RATELIMIT_ENABLE="true",
-    )
+def runtime(start_faulty: Callable[..., Runtime]) -> Runtime:
+    return start_faulty(TURN_LOCK_WAIT_SECONDS="30", RATELIMIT_ENABLE="true")
 
 
 @pytest.fixture
@@ -173,25 +162,12 @@ async def test_a_blip_during_release_leaves_the_session_usable_at_once(
 
 
 async def test_a_long_outage_stops_the_turn_with_an_error_before_its_lease_can_lapse(
-    request: pytest.FixtureRequest,
-    postgres_db: str,
+    start_faulty: Callable[..., Runtime],
     pg_proxy: FaultProxy,
-    redis_env: dict[str, str],
-    redis_proxy: FaultProxy,
-    fake_llm_server: Any,
     fake: Any,
     http: httpx.AsyncClient,
 ) -> None:
-    short = faulty_runtime(
-        request,
-        postgres_db,
-        pg_proxy,
-        redis_env,
-        redis_proxy,
-        fake_llm_server,
-        TURN_LOCK_TTL_SECONDS="4",
-        DB_RETRY_SECONDS="3",
-    )
+    short = start_faulty(TURN_LOCK_TTL_SECONDS="4", DB_RETRY_SECONDS="3")
     api = Api(short, http)
     session = await api.new_session(agent="coder")
     fake.enqueue(fakellm.text(" ".join(f"w{i}" for i in range(80)), delay=0.1))
