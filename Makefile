@@ -58,8 +58,12 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+# One run: the single-stream figures, then 100 turns at once on the embedded defaults (against a
+# bare relay under the same daphne, measured in the same run) and on PostgreSQL + Redis.
 bench: venv
 	$(PY) bench/stream.py
+	$(PY) bench/load.py --turns 100 --sqlite --floor
+	$(PY) bench/load.py --turns 100 --floor
 
 # N turns at once on PostgreSQL + Redis (a database and key prefix of its own, removed after).
 bench-load: venv

@@ -596,6 +596,23 @@ def server_errors(logs: list[Path]) -> collections.Counter[str]:
     return counts
 
 
+def measure_floor(
+    fake_url: str, sessions: list[str], args: argparse.Namespace, tmp: Path, log: Log
+) -> float:
+    """Server CPU seconds per relayed token of the same load on a bare relay (no Django, no
+    database), in the same run: the floor the runtime's cost is read against."""
+    env = {**os.environ, "LLM_BASE_URL": fake_url, "PYTHONPATH": str(common.ROOT)}
+    floor = common.spawn_daphne(env, tmp / "floor.log", app="bench.stream:floor_app")
+    common.wait_healthy(floor)
+    log(f"floor: {len(sessions)} turns on a bare relay")
+    cpu0 = cpu_seconds(floor.pid)
+    turns, _ = asyncio.run(run_turns([floor], sessions, time.monotonic() + args.deadline, log))
+    time.sleep(SETTLE)
+    cpu1 = cpu_seconds(floor.pid)
+    common.stop(floor.proc)
+    return (cpu1 - cpu0) / max(1, sum(t.tokens for t in turns))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="N turns at once against the runtime on PostgreSQL + Redis (or --sqlite)."
@@ -614,6 +631,12 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds for the load (120); turns still running then count as failed",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the daphne/fake logs")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also put the same load on a bare relay under daphne (bench.stream:floor_app) "
+        "and print the runtime's CPU per token against it",
+    )
     args = parser.parse_args(argv)
     if args.turns < 1 or args.tokens < 1 or args.workers < 1 or args.delay < 0:
         parser.error("--turns, --tokens and --workers must be at least 1, --delay at least 0")
@@ -657,6 +680,9 @@ def main(argv: list[str] | None = None) -> int:
             cpu1 = sum(cpu_seconds(p) for p in pids), cpu_seconds(fake.pid), time.process_time()
             sampler.finish()
             log("done; stopping")
+            for server in servers:
+                common.stop(server.proc)
+            floor_cost = measure_floor(fake.url, sessions, args, tmp, log) if args.floor else None
             common.stop_all()
             status = report(
                 Figures(
@@ -672,6 +698,15 @@ def main(argv: list[str] | None = None) -> int:
                     logs=[s.log for s in servers],
                 )
             )
+            if floor_cost is not None:
+                runtime_cost = (cpu1[0] - cpu0[0]) / max(1, sum(t.tokens for t in turns))
+                print_table(
+                    [
+                        ("bare relay under daphne (floor)", f"{floor_cost * 1e6:.0f} us/token"),
+                        ("runtime / floor", f"x{runtime_cost / floor_cost:.2f}"),
+                    ],
+                    header=False,
+                )
             keep = keep or status != 0
             return status
     except (
