@@ -85,12 +85,13 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.actor = await database_sync_to_async(connection_actor)(self.scope)
+        group = turns.group_name(self.session_id)
         try:
-            await self.channel_layer.group_add(turns.group_name(self.session_id), self.channel_name)
+            await self.channel_layer.group_add(group, self.channel_name)
         except LAYER_DOWN as exc:
             await self.layer_down({"type": "layer.down", "error": str(exc)})
             return
-        self.group = turns.group_name(self.session_id)
+        self.group = group  # set once joined: disconnect() leaves only a group it joined
         # One inbox, worked in order: frames sent back to back run in the order they came.
         self.inbox: asyncio.Queue[ClientMessage | None] = asyncio.Queue()
         self.worker = asyncio.create_task(self._work())

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from channels.layers import BaseChannelLayer
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 db = database_sync_to_async
 
 FLUSH_SECONDS = 10.0
@@ -360,10 +361,7 @@ async def _finish(
         # Free the session before the caller's stream ends, so a client that answers at once
         # (a tool_result right after its tool_call) never finds the session still busy. If the
         # database is down, the release goes on retrying after the stream has ended.
-        releasing = asyncio.ensure_future(locks.release_soon(lease))
-        _background.add(releasing)
-        releasing.add_done_callback(_background.discard)
-        await asyncio.wait({releasing}, timeout=RELEASE_WAIT_SECONDS)
+        await asyncio.wait({_spawn(locks.release_soon(lease))}, timeout=RELEASE_WAIT_SECONDS)
     finally:
         if delivery is not None:
             delivery.finish()
@@ -493,11 +491,14 @@ def on_approval_decided(sender: Any, *, approval: Approval, **kwargs: Any) -> No
     resume_session(session_id=approval.session_id, call_id=approval.call_id)
 
 
-def _spawn(work: Coroutine[Any, Any, None]) -> None:
+def _spawn(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """A task kept alive until it ends (the loop holds only weak references), its failure
+    logged."""
     task = asyncio.get_running_loop().create_task(work)
     _background.add(task)
     task.add_done_callback(_background.discard)
     task.add_done_callback(_log_failure)
+    return task
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -109,12 +109,15 @@ class Approval(models.Model):
             feedback=feedback,
         )
         if updated != 1:
-            current = Approval.objects.get(pk=self.pk)
-            raise Conflict(
-                f"approval for call {self.call_id!r} was already decided "
-                f"({current.status} by {current.decided_by or 'someone else'})."
-            )
+            raise Approval.objects.get(pk=self.pk).already_decided()
         self.refresh_from_db()
+
+    def already_decided(self) -> Conflict:
+        """The refusal of a second decision (409), saying how this one was decided."""
+        return Conflict(
+            f"approval for call {self.call_id!r} was already decided "
+            f"({self.status} by {self.decided_by or 'someone else'})."
+        )
 
     # --- One wording for each outcome, for the model and for the IDE user -------------------
 

@@ -35,10 +35,7 @@ def pending_approval(*, session_id: str, call_id: str) -> Approval:
     if approval is None:
         raise NotFound(f"no approval for call {call_id!r} in this session")
     if not approval.is_pending:
-        raise Conflict(
-            f"approval for call {call_id!r} was already decided "
-            f"({approval.status} by {approval.decided_by or 'someone else'})."
-        )
+        raise approval.already_decided()
     return approval
 
 

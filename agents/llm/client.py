@@ -160,7 +160,11 @@ class OpenAIClient(LLMProvider):
         return f"<OpenAIClient {self.base_url} model={self.model}>"
 
     def _client(self) -> httpx.AsyncClient:
-        """A connection pool of this event loop for the next request: the first one with
+        index = self._pick()  # first: it may replace the list of pools
+        return self._http[index]
+
+    def _pick(self) -> int:
+        """Which connection pool of this event loop takes the next request: the first with
         fewer than POOL_STREAMS open streams (so sequential requests keep reusing one
         connection), a new one while there are fewer than POOL_SHARDS, else the least busy.
 
@@ -176,23 +180,23 @@ class OpenAIClient(LLMProvider):
             self._http_loop = weakref.ref(loop)
         for index, busy in enumerate(self._busy):
             if busy < POOL_STREAMS:
-                return self._http[index]
+                return index
         if len(self._http) < POOL_SHARDS:
             self._http.append(self._new_pool())
             self._busy.append(0)
-            return self._http[-1]
-        return self._http[self._busy.index(min(self._busy))]
+            return len(self._http) - 1
+        return self._busy.index(min(self._busy))
 
-    def _hold(self, client: httpx.AsyncClient) -> Callable[[], None]:
-        """Count a stream against its pool; returns what to call once it is closed."""
-        index = self._http.index(client)
+    def _take(self) -> tuple[httpx.AsyncClient, Callable[[], None]]:
+        """A pool for one stream, counted against it; and what to call once it is closed."""
+        index = self._pick()
         busy = self._busy
         busy[index] += 1
 
         def done() -> None:
             busy[index] -= 1  # the list of the pools it came from, even if replaced since
 
-        return done
+        return self._http[index], done
 
     def _new_pool(self) -> httpx.AsyncClient:
         if self._tls is None:  # loading the CA bundle takes tens of ms: once per client
@@ -314,8 +318,7 @@ class OpenAIClient(LLMProvider):
         loop = asyncio.get_running_loop()
         # The first-byte deadline covers connecting, the response headers and the first event.
         deadline = loop.time() + self.first_byte_timeout
-        client = self._client()
-        done = self._hold(client)
+        client, done = self._take()
         try:
             response = await self._send(client, payload, deadline)
         except BaseException:
