@@ -27,7 +27,7 @@ FORMAT = "agent-runtime.session-export"
 VERSION = 1
 PAGE_SIZE = 200  # messages read per query (and their calls and approvals with them)
 
-Write = Callable[[str], None]
+Write = Callable[[str], object]
 
 
 class SessionNotFound(LookupError):
@@ -244,12 +244,13 @@ def _call_lines(wire: dict[str, Any], page: Page) -> list[str]:
 
 
 def _message_lines(message: Message, page: Page) -> list[str]:
-    role = {
+    roles: dict[str, str] = {
         Message.Role.USER: "User",
         Message.Role.ASSISTANT: "Assistant",
         Message.Role.TOOL: "Tool result",
         Message.Role.SYSTEM: "System",
-    }.get(message.role, message.role)
+    }
+    role = roles.get(message.role, message.role)
     heading = f"### {message.seq}. {role}"
     if message.role == Message.Role.TOOL:
         heading += f": `{message.name or '?'}` (`{message.tool_call_id}`)"
