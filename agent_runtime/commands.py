@@ -25,3 +25,15 @@ def list_rows(out: OutputWrapper, rows: Iterable[str], *, total: int, shown: int
         out.write(f"  {row}")
     if total > shown:
         out.write(f"  ... and {total - shown} more")
+
+
+def duration_text(seconds: float) -> str:
+    """A wait or an age, as a person reads it: "42 s", "17 min", "5 h 3 min", "3 days"."""
+    total = int(seconds)
+    if total < 120:
+        return f"{total} s"
+    if total < 2 * 3600:
+        return f"{total // 60} min"
+    if total < 2 * 86400:
+        return f"{total // 3600} h {total % 3600 // 60} min"
+    return f"{total // 86400} days"

@@ -19,6 +19,7 @@ from typing import Any
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from agent_runtime.commands import duration_text
 from agents.models import AgentContext, AgentSwitch, ToolCall
 from approvals.models import Approval
 from sessions.models import AgentSession, LLMRequest, Message
@@ -195,15 +196,6 @@ def _arguments_text(arguments: Any) -> str:
     return _fenced(json.dumps(arguments, ensure_ascii=False, indent=2), "json")
 
 
-def _seconds(start: datetime, end: datetime) -> str:
-    total = int((end - start).total_seconds())
-    if total < 120:
-        return f"{total} s"
-    if total < 2 * 3600:
-        return f"{total // 60} min"
-    return f"{total // 3600} h {total % 3600 // 60} min"
-
-
 def _call_lines(wire: dict[str, Any], page: Page) -> list[str]:
     function = wire.get("function") or {}
     call_id = str(wire.get("id") or "")
@@ -226,10 +218,11 @@ def _call_lines(wire: dict[str, Any], page: Page) -> list[str]:
             )
         else:
             assert approval.decided_at is not None  # a decided approval has its time
+            waited = (approval.decided_at - approval.created_at).total_seconds()
             lines.append(
                 f"- Approval: **{approval.status}** by {approval.decider_text} "
                 f"at {_when(approval.decided_at)}, "
-                f"after {_seconds(approval.created_at, approval.decided_at)}"
+                f"after {duration_text(waited)}"
             )
             lines.append(f"- Decision: {approval.outcome_text()}")
             if approval.edited_arguments is not None:

@@ -169,6 +169,7 @@ def test_the_screen_shows_the_figures_as_plain_text(seeded):
         ("completion tokens", "30"),
         ("approved", "2"),
         ("pending now \\(all\\)", "2"),
+        ("oldest pending", "3 days"),
         ("completed", "2"),
     ]:
         assert re.search(rf"\b{label}\s+{value}\b", text), (label, text)

@@ -15,6 +15,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from agent_runtime.commands import duration_text
 from agent_runtime.stats import parse_since, runtime_stats
 
 
@@ -62,18 +63,6 @@ def _json_dumps(value: Any) -> str:
 
 def _n(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
-
-
-def _age(seconds: int | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 2 * 3600:
-        return f"{seconds // 60} min"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} days"
 
 
 def _table(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -129,7 +118,12 @@ def render(stats: dict[str, Any], *, label: str) -> Group:
         [
             *((state, _n(n)) for state, n in a["by_state"].items()),
             ("pending now (all)", _n(a["pending_now"])),
-            ("oldest pending", _age(a["oldest_pending_seconds"])),
+            (
+                "oldest pending",
+                "-"
+                if a["oldest_pending_seconds"] is None
+                else duration_text(a["oldest_pending_seconds"]),
+            ),
         ],
     )
     tools = _table(
