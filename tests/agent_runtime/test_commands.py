@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from io import StringIO
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command, get_commands, load_command_class
+
+from tests.services import require_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 OUR_APPS = ("agent_runtime", "sessions", "agents", "approvals")
@@ -78,3 +81,26 @@ def test_qinfo_reports_on_the_task_queue(capsys):
     config = StringIO()
     call_command("qinfo", "--config", stdout=config)
     assert "VERSION:" in config.getvalue()
+
+
+@pytest.mark.redis
+def test_qinfo_reports_on_a_redis_broker(tmp_path):
+    # The broker is chosen when django-q2 loads, so this runs in a process of its own, with a
+    # database of its own for the schedules and results qinfo also reads.
+    env = {
+        **os.environ,
+        "REDIS_URL": require_redis(),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'q.sqlite3'}",
+    }
+    for argv in (["migrate", "-v0"], ["qinfo"]):
+        done = subprocess.run(
+            [sys.executable, "manage.py", *argv],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "on Redis" in done.stdout and "Queued" in done.stdout

@@ -30,18 +30,21 @@ class Command(BaseCommand):
             "date or date-time (UTC unless it names a zone). Default 24h.",
         )
         parser.add_argument(
-            "--json", action="store_true", help="Print the figures as one JSON object."
+            "--json",
+            action="store_true",
+            dest="as_json",
+            help="Print the figures as one JSON object.",
         )
 
-    def handle(self, *args: Any, since: str, json: bool, **options: Any) -> None:
+    def handle(self, *args: Any, since: str, as_json: bool, **options: Any) -> None:
         now = timezone.now()
         try:
             start = parse_since(since, now=now)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         stats = runtime_stats(since=start, now=now)
-        if json:
-            self.stdout.write(_json_dumps(stats))
+        if as_json:
+            self.stdout.write(json.dumps(stats, indent=2))
             return
         # Colours and the terminal's width on a terminal; plain text (no escape codes) otherwise.
         tty = self.stdout.isatty()
@@ -55,10 +58,6 @@ class Command(BaseCommand):
         )
         console.print(render(stats, label=since))
         self.stdout.write(buffer.getvalue(), ending="")
-
-
-def _json_dumps(value: Any) -> str:
-    return json.dumps(value, indent=2)
 
 
 def _n(value: int | None) -> str:
