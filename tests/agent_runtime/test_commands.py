@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command, get_commands, load_command_class
 
+from tests.e2e.server import migrate
 from tests.services import require_redis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,15 +51,20 @@ def test_each_command_has_a_one_line_summary_and_documented_options(name, app):
             assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
 
 
-def test_help_works_from_the_command_line():
-    done = subprocess.run(
-        [sys.executable, "manage.py", "export_session", "--help"],
+def manage(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *argv],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
+
+
+def test_help_works_from_the_command_line():
+    done = manage("export_session", "--help")
     assert done.returncode == 0, done.stderr
     assert "Export one session as a readable Markdown transcript" in done.stdout
     assert "--format {markdown,json}" in done.stdout
@@ -92,15 +98,7 @@ def test_qinfo_reports_on_a_redis_broker(tmp_path):
         "REDIS_URL": require_redis(),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'q.sqlite3'}",
     }
-    for argv in (["migrate", "-v0"], ["qinfo"]):
-        done = subprocess.run(
-            [sys.executable, "manage.py", *argv],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
+    migrate(env)
+    done = manage("qinfo", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert "on Redis" in done.stdout and "Queued" in done.stdout
