@@ -325,6 +325,7 @@ def completion_record(
             agent=agent,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
+            usage_estimated=bool(usage and usage.estimated),
         )
         ToolCall.objects.bulk_create(calls)
         for call in calls:
