@@ -122,7 +122,8 @@ def _shorten(messages: list[dict[str, Any]], *, over: int, count: Count) -> list
             break
         content = out[i].get("content") or ""
         before = count(out[i])
-        keep_chars = max(MIN_KEPT_CHARS, len(content) - over * CHARS_PER_TOKEN)
+        marker = len(SHORTENED_NOTE) + 8  # the marker itself takes room too
+        keep_chars = max(MIN_KEPT_CHARS, len(content) - over * CHARS_PER_TOKEN - marker)
         if keep_chars >= len(content):
             continue
         out[i] = {**out[i], "content": _cut_middle(content, keep_chars, SHORTENED_NOTE)}

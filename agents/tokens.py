@@ -4,8 +4,9 @@ No tokenizer is downloaded or bundled: the models behind an OpenAI-compatible UR
 vocabularies (cl100k/o200k, Llama, Qwen, SmolLM...), and a wrong exact tokenizer is no better
 than a good estimate. The estimate follows how byte-pair encoders split text:
 
-* a run of ASCII letters is one token up to 6 letters, one more per further 6 (common words
-  are single tokens; long or rare ones split);
+* a run of ASCII letters is one token up to 6 letters, two up to 12 (common words are single
+  tokens; long or rare ones split), then one per 3 letters (no word is that long: identifiers
+  run together, hashes, "aaaa...");
 * digits go in groups of three (cl100k and Llama 3 split numbers that way);
 * punctuation merges in pairs (``": "``, ``"},"``, ``()``), so JSON and code cost more per
   character than prose;
@@ -49,7 +50,10 @@ def estimate_text(text: str) -> int:
         piece = match.group()
         first = piece[0]
         if first.isascii() and first.isalpha():
-            count += 1 + (len(piece) - 1) // 6
+            n = len(piece)
+            # Past 12 letters it is no word (an identifier run together, a hash, "aaaa..."):
+            # encoders split those into short pieces.
+            count += 1 + (n - 1) // 6 if n <= 12 else 2 + math.ceil((n - 12) / 3)
         elif first.isdigit() and first.isascii():
             count += math.ceil(len(piece) / 3)
         elif first in " \t":
