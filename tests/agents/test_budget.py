@@ -7,6 +7,9 @@ unless ``tool_choice`` is sent.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -256,3 +259,20 @@ async def test_usage_the_provider_did_not_report_is_estimated_and_flagged(stream
     assert [u["estimated"] for u in usages] == [True, False]
     metrics = await sync_to_async(api.get)("/events/metrics/session/s1")
     assert [r["usage_estimated"] for r in metrics.json()["requests"]] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("env", "window"),
+    [({}, 100_000), ({"LLM_CONTEXT_CHARS": "8000"}, 2000), ({"LLM_CONTEXT_TOKENS": "4096"}, 4096)],
+)
+def test_the_old_character_budget_still_sets_the_window(env, window):
+    code = "from agent_runtime import settings; print(settings.LLM_CONTEXT_TOKENS)"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LLM_CONTEXT")}
+    out = subprocess.run(  # noqa: S603 - our own interpreter and a fixed program
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(out.stdout) == window
