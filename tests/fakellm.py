@@ -201,6 +201,19 @@ def status(
     return Script(status=code, headers=(("Content-Type", content_type), *extra), body=data)
 
 
+def openai_overflow(window: int = 8192, prompt: int = 9000) -> dict[str, Any]:
+    """OpenAI's body for a request longer than the model's context (sent with a 400)."""
+    return {
+        "error": {
+            "message": f"This model's maximum context length is {window} tokens. However, your "
+            f"messages resulted in {prompt} tokens. Please reduce the length of the messages.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
+
+
 def garbage() -> Script:
     """A 200 event stream whose data is not JSON."""
     return Script(headers=_SSE, chunks=((0.0, b"data: this is not json\n\n"), (0.0, _DONE)))

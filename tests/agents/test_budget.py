@@ -89,15 +89,7 @@ def test_it_refuses_a_window_without_room_for_the_answer(settings, window, reser
 
 # --- Overflow recovery --------------------------------------------------------------------------
 
-OPENAI_OVERFLOW = {
-    "error": {
-        "message": "This model's maximum context length is 8192 tokens. However, your messages "
-        "resulted in 9000 tokens. Please reduce the length of the messages.",
-        "type": "invalid_request_error",
-        "param": "messages",
-        "code": "context_length_exceeded",
-    }
-}
+OPENAI_OVERFLOW = fakellm.openai_overflow()
 
 
 async def long_session(stream: Any, llm: Any, turns: int = 4) -> None:
@@ -136,8 +128,7 @@ async def test_an_overflow_is_retried_with_less_history_in_the_same_turn(stream,
 async def test_the_window_an_error_states_is_used_from_then_on(stream, llm, settings):
     settings.LLM_CONTEXT_TOKENS = 100_000
     await long_session(stream, llm)
-    stated = {"error": {**OPENAI_OVERFLOW["error"]}}
-    stated["error"]["message"] = stated["error"]["message"].replace("8192", "3000")
+    stated = fakellm.openai_overflow(window=3000)
     llm.enqueue(fakellm.status(400, stated), fakellm.text("One."), fakellm.text("Two."))
     await stream.send("s1", user("and now?"))
     await stream.send("s1", user("and then?"))

@@ -11,6 +11,7 @@ import pytest
 from agents import tokens
 from agents.llm import LLMContextOverflow
 from agents.llm.wire import overflow_error, status_error
+from tests import fakellm
 
 
 @pytest.fixture(autouse=True)
@@ -80,15 +81,7 @@ def test_a_stated_window_smaller_than_the_setting_wins():
 
 # --- "context too long" as servers say it ------------------------------------------------------
 
-OPENAI = {
-    "error": {
-        "message": "This model's maximum context length is 8192 tokens. However, your messages "
-        "resulted in 9000 tokens. Please reduce the length of the messages.",
-        "type": "invalid_request_error",
-        "param": "messages",
-        "code": "context_length_exceeded",
-    }
-}
+OPENAI = fakellm.openai_overflow()
 VLLM = {
     "object": "error",
     "message": "This model's maximum context length is 2048 tokens. However, you requested "
