@@ -259,15 +259,16 @@ class Turn:
         reply: Reply,
         parts: list[str],
     ) -> Completion | None:
+        completion: Completion | None = None
         async for event in self.provider.stream_chat(
             messages=fitted.messages, tools=tools, tool_choice=choice
         ):
             if isinstance(event, Done):
-                return event.completion
-            if event.text:
+                completion = event.completion
+            elif event.text:
                 parts.append(event.text)
                 await reply.add(event.text)
-        return None
+        return completion
 
     # --- the context budget (agents.context, agents.tokens) ---------------------------------
 
@@ -284,10 +285,10 @@ class Turn:
         history_budget: int | None = None,
     ) -> Fitted:
         window = tokens.window(self.model, settings.LLM_CONTEXT_TOKENS)
-        reserve = (
-            settings.LLM_ANSWER_RESERVE_TOKENS
-            or settings.LLM_MAX_TOKENS
-            or min(DEFAULT_RESERVE_TOKENS, window // 4)
+        # An answer capped by LLM_MAX_TOKENS needs no more room than that (but a cap as large
+        # as the window must not leave none for the question).
+        reserve = settings.LLM_ANSWER_RESERVE_TOKENS or min(
+            settings.LLM_MAX_TOKENS or min(DEFAULT_RESERVE_TOKENS, window // 4), window // 2
         )
         return fit_request(
             prompt=prompt,
@@ -295,7 +296,7 @@ class Turn:
             tools=tools,
             model=self.model,
             window=window,
-            reserve=min(reserve, window // 2),
+            reserve=reserve,
             tool_output_chars=settings.LLM_TOOL_OUTPUT_CHARS,
             history_budget=history_budget,
         )
