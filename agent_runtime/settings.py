@@ -287,6 +287,9 @@ LLM_TOOL_CHOICE = env_str("LLM_TOOL_CHOICE", "auto").lower()
 LLM_CONTEXT_CHARS = env_int("LLM_CONTEXT_CHARS", 0)
 LLM_CONTEXT_TOKENS = env_int("LLM_CONTEXT_TOKENS", LLM_CONTEXT_CHARS // 4 or 100_000)
 LLM_ANSWER_RESERVE_TOKENS = env_int("LLM_ANSWER_RESERVE_TOKENS", 0)
+# > 0: what no longer fits is summarised by a model call, in about this many tokens, kept in
+# the request's system prompt (room for it is kept). 0 (default): a note says it was left out.
+LLM_SUMMARY_TOKENS = env_int("LLM_SUMMARY_TOKENS", 0)
 LLM_TOOL_OUTPUT_CHARS = env_int("LLM_TOOL_OUTPUT_CHARS", 60_000)
 
 # --- I18n, static, logging ----------------------------------------------------------------------

@@ -25,6 +25,10 @@ OMITTED_NOTE = (
     "{count} earlier message(s) of this conversation were left out to fit the model's "
     "context. Ask the user if you need something from them."
 )
+SUMMARY_NOTE = (
+    "{count} earlier message(s) of this conversation were left out to fit the model's "
+    "context. A summary of the earliest of them:\n{summary}"
+)
 SHORTENED_NOTE = "\n[... {cut} characters left out to fit the model's context ...]\n"
 TOOL_OUTPUT_NOTE = "\n[... {cut} characters of tool output left out ...]\n"
 CHARS_PER_TOKEN = 4  # only to turn a token budget into a character cut; errs on the safe side
@@ -47,6 +51,18 @@ def shorten_tool_output(message: dict[str, Any], limit: int) -> dict[str, Any]:
     if message.get("role") != "tool" or len(content) <= limit:
         return message
     return {**message, "content": _cut_middle(content, limit, TOOL_OUTPUT_NOTE)}
+
+
+def transcript_of(messages: list[dict[str, Any]], *, chars: int) -> str:
+    """Messages as plain text for a summary request, cut in the middle to ``chars``."""
+    lines = []
+    for message in messages:
+        text = message.get("content") or ""
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            text += f"\n[calls {function.get('name')} {function.get('arguments')}]"
+        lines.append(f"{message['role']}: {text}")
+    return _cut_middle("\n\n".join(lines), chars, SHORTENED_NOTE)
 
 
 def _units(messages: list[dict[str, Any]]) -> list[list[int]]:
@@ -72,11 +88,21 @@ def fit_history(
 
     A system message in front (only when something was left out) says how much.
     """
+    fitted, omitted, _ = _fit(history, budget, tool_output_limit, count)
+    if omitted == 0:
+        return fitted
+    return [{"role": "system", "content": OMITTED_NOTE.format(count=omitted)}, *fitted]
+
+
+def _fit(
+    history: list[dict[str, Any]], budget: int, tool_output_limit: int, count: Count
+) -> tuple[list[dict[str, Any]], int, int]:
+    """What fits, how many messages were left out, and how many of them lead the history."""
     messages = [shorten_tool_output(m, tool_output_limit) for m in history]
     sizes = [count(m) for m in messages]
     total = sum(sizes)
     if total <= budget or not messages:
-        return messages
+        return messages, 0, 0
     units = _units(messages)
     last_user = max(
         (u for u, unit in enumerate(units) if messages[unit[0]]["role"] == "user"),
@@ -108,10 +134,7 @@ def fit_history(
     # 3. Still over: cut the longest contents in the middle until it fits.
     if total > budget:
         fitted = _shorten(fitted, over=total - budget, count=count)
-    omitted = len(messages) - len(kept)
-    if omitted == 0:
-        return fitted
-    return [{"role": "system", "content": OMITTED_NOTE.format(count=omitted)}, *fitted]
+    return fitted, len(messages) - len(kept), kept[0] if kept else len(messages)
 
 
 def _shorten(messages: list[dict[str, Any]], *, over: int, count: Count) -> list[dict[str, Any]]:
@@ -143,7 +166,8 @@ class Fitted:
     tokens: int  # the same, calibrated for the model: what the budget is compared with
     budget: int  # window less the reserve for the answer
     history_tokens: int  # calibrated tokens of the history part
-    omitted: bool
+    omitted: int  # messages of the history left out
+    leading: int  # how many of those are the history's first messages (what a summary covers)
 
 
 def fit_request(
@@ -156,11 +180,12 @@ def fit_request(
     reserve: int,
     tool_output_chars: int,
     history_budget: int | None = None,
+    summary_tokens: int = 0,
 ) -> Fitted:
     """The system prompt and as much recent history as fits ``window - reserve`` tokens.
 
     ``history_budget`` caps the history further (a retry after the provider said the request
-    was too long).
+    was too long); ``summary_tokens`` keeps room for a summary of what is left out.
     """
     scale = tokens.factor(model)
 
@@ -175,6 +200,7 @@ def fit_request(
             + tokens.estimate_tools(tools)
             # The note on what was left out may join the prompt: count it in advance.
             + tokens.estimate_text(OMITTED_NOTE)
+            + summary_tokens
         )
         * scale
     )
@@ -183,19 +209,43 @@ def fit_request(
         room = min(room, history_budget)
     # No single tool output may take more than half of the room.
     limit = min(tool_output_chars, max(MIN_KEPT_CHARS, room * CHARS_PER_TOKEN // 2))
-    fitted = fit_history(history, budget=room, tool_output_limit=limit, count=count)
-    omitted = bool(fitted) and fitted[0]["role"] == "system"
-    if omitted:
-        # Folded into the one system message: some servers refuse a second one.
-        prompt = f"{prompt}\n\n{fitted[0]['content']}"
-        fitted = fitted[1:]
-    messages = [{"role": "system", "content": prompt}, *fitted]
+    fitted, omitted, leading = _fit(history, room, limit, count)
+    note = OMITTED_NOTE.format(count=omitted) if omitted else ""
+    return _assemble(prompt, note, fitted, tools, model, budget, omitted, leading)
+
+
+def with_summary(
+    fitted: Fitted, *, prompt: str, summary: str, tools: list[dict[str, Any]] | None, model: str
+) -> Fitted:
+    """The same request with the summary of what was left out in place of the bare note."""
+    note = SUMMARY_NOTE.format(count=fitted.omitted, summary=summary)
+    history = fitted.messages[1:]
+    return _assemble(
+        prompt, note, history, tools, model, fitted.budget, fitted.omitted, fitted.leading
+    )
+
+
+def _assemble(
+    prompt: str,
+    note: str,
+    history: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    model: str,
+    budget: int,
+    omitted: int,
+    leading: int,
+) -> Fitted:
+    scale = tokens.factor(model)
+    # The note joins the one system message: some servers refuse a second one.
+    system = f"{prompt}\n\n{note}" if note else prompt
+    messages = [{"role": "system", "content": system}, *history]
     estimate = tokens.estimate_request(messages, tools)
     return Fitted(
         messages=messages,
         estimate=estimate,
         tokens=round(estimate * scale),
         budget=budget,
-        history_tokens=sum(count(m) for m in fitted),
+        history_tokens=round(sum(tokens.estimate_message(m) for m in history) * scale),
         omitted=omitted,
+        leading=leading,
     )

@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 
 from agent_runtime.errors import ApplicationError
 from agents import services, tokens
 from agents.chunks import error_chunk, token_chunk
-from agents.context import Fitted, fit_request
+from agents.context import CHARS_PER_TOKEN, Fitted, fit_request, transcript_of, with_summary
 from agents.llm import (
     Completion,
     Done,
@@ -41,6 +42,13 @@ Emit = Callable[[dict[str, Any]], Awaitable[None]]
 # The answer's reserve when neither LLM_ANSWER_RESERVE_TOKENS nor LLM_MAX_TOKENS is set: a
 # quarter of the window, at most this.
 DEFAULT_RESERVE_TOKENS = 4096
+
+SUMMARY_PROMPT = (
+    "Summarise the conversation below between a user and a coding assistant in at most "
+    "{words} words: what the user wants, decisions made, files and facts found, and what is "
+    "still open. Write only the summary."
+)
+SUMMARY_CACHE_SECONDS = 7 * 24 * 3600
 
 EMPTY_REPLY = "The model returned an empty reply; send another message to continue."
 
@@ -219,6 +227,12 @@ class Turn:
         tools = tool_specs(spec.tools) or None
         choice = tool_choice(tools, history)
         fitted = self.fit(spec.prompt, history, tools)
+        if fitted.leading and settings.LLM_SUMMARY_TOKENS:
+            summary = await self.summarise(agent, history[: fitted.leading])
+            if summary:
+                fitted = with_summary(
+                    fitted, prompt=spec.prompt, summary=summary, tools=tools, model=self.model
+                )
         started = time.monotonic()
         parts: list[str] = []
         completion: Completion | None = None
@@ -299,6 +313,7 @@ class Turn:
             reserve=reserve,
             tool_output_chars=settings.LLM_TOOL_OUTPUT_CHARS,
             history_budget=history_budget,
+            summary_tokens=settings.LLM_SUMMARY_TOKENS,
         )
 
     def refit(
@@ -323,6 +338,48 @@ class Turn:
             exc.window or "unknown",
         )
         return self.fit(prompt, history, tools, history_budget=fitted.history_tokens // 2)
+
+    async def summarise(self, agent: str, dropped: list[dict[str, Any]]) -> str:
+        """A summary of the history's first messages, which no longer fit (LLM_SUMMARY_TOKENS).
+
+        Kept in the cache with how many messages it covers: the stored history only grows,
+        so a later turn summarises the summary and what has been left out since. "" when
+        the call fails (the plain note is sent instead).
+        """
+        key = f"context-summary:{self.session_id}"
+        covered, earlier = await cache.aget(key) or (0, "")
+        if covered == len(dropped):
+            return str(earlier)
+        if covered > len(dropped):  # fewer left out than before (a larger window now)
+            covered, earlier = 0, ""
+        limit = settings.LLM_SUMMARY_TOKENS
+        room = max(limit, tokens.window(self.model, settings.LLM_CONTEXT_TOKENS) // 2)
+        transcript = transcript_of(dropped[covered:], chars=room * CHARS_PER_TOKEN)
+        if earlier:
+            transcript = f"The summary so far:\n{earlier}\n\nWhat followed:\n{transcript}"
+        messages = [
+            {"role": "system", "content": SUMMARY_PROMPT.format(words=limit * 3 // 4)},
+            {"role": "user", "content": transcript},
+        ]
+        started = time.monotonic()
+        completion: Completion | None = None
+        error = ""
+        try:
+            completion = await self.provider.complete(messages=messages)
+            completion = self.account(completion, tokens.estimate_request(messages, None))
+        except LLMError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        await durable(
+            "record the summary call",
+            services.model_call_record,
+            session_id=self.session_id,
+            agent=agent,
+            llm=self._usage("summary", started, completion, error, success=not error),
+        )
+        summary = (completion.text.strip() if completion else "")[: limit * CHARS_PER_TOKEN]
+        if summary:
+            await cache.aset(key, (len(dropped), summary), SUMMARY_CACHE_SECONDS)
+        return summary
 
     def account(self, completion: Completion, estimate: int) -> Completion:
         """Learn from the usage the provider reported, or estimate the usage it did not."""

@@ -267,3 +267,61 @@ def test_the_old_character_budget_still_sets_the_window(env, window):
         check=True,
     )
     assert int(out.stdout) == window
+
+
+# --- Summaries of what no longer fits (LLM_SUMMARY_TOKENS) --------------------------------------
+
+
+def is_summary_request(payload: dict[str, Any]) -> bool:
+    return "tools" not in payload and payload["messages"][0]["content"].startswith("Summarise")
+
+
+async def test_what_no_longer_fits_can_be_summarised(stream, llm, settings):
+    settings.LLM_CONTEXT_TOKENS = 8192
+    settings.LLM_SUMMARY_TOKENS = 200
+    summaries: list[dict[str, Any]] = []
+
+    def respond(payload: dict[str, Any]) -> fakellm.Script:
+        if is_summary_request(payload):
+            summaries.append(payload)
+            return fakellm.text(f"SUMMARY-{len(summaries)}")
+        used = fakellm.prompt_tokens(payload)  # reported, so the runtime calibrates
+        return fakellm.text(long_answer(len(llm.requests)), usage=(used, 400))
+
+    llm.responder = respond
+    await new_session(agent="coder")
+    for n in range(8):
+        chunks = await stream.send("s1", user(f"Question {n}: " + PROSE * 4))
+        assert text_of(chunks).startswith("Answer")
+    assert len(summaries) >= 2
+    first = summaries[0]["messages"][1]["content"]
+    assert first.startswith("user: Question 0:") and "The summary so far" not in first
+    assert "The summary so far:\nSUMMARY-1\n" in summaries[1]["messages"][1]["content"]
+    turns = [r for r in llm.requests if not is_summary_request(r)]
+    last = turns[-1]["messages"][0]["content"]
+    assert f"A summary of the earliest of them:\nSUMMARY-{len(summaries)}" in last
+    assert all(fakellm.prompt_tokens(r) <= 8192 - 2048 for r in turns)
+    rows = await llm_rows()
+    assert sum(r.purpose == "summary" for r in rows) == len(summaries)
+    # Never the same thing summarised twice: the summary is cached with what it covers.
+    contents = [s["messages"][1]["content"] for s in summaries]
+    assert len(set(contents)) == len(contents)
+
+
+async def test_a_failed_summary_leaves_the_plain_note(stream, llm, settings):
+    settings.LLM_CONTEXT_TOKENS = 4096
+    settings.LLM_SUMMARY_TOKENS = 200
+
+    def respond(payload: dict[str, Any]) -> fakellm.Script:
+        if is_summary_request(payload):
+            return fakellm.status(500)
+        return fakellm.text(long_answer(len(llm.requests)))
+
+    llm.responder = respond
+    await new_session(agent="coder")
+    for n in range(3):
+        chunks = await stream.send("s1", user(f"Question {n}: " + PROSE * 4))
+        assert text_of(chunks).startswith("Answer")
+    last = [r for r in llm.requests if not is_summary_request(r)][-1]["messages"][0]["content"]
+    assert "left out" in last and "A summary of the earliest" not in last
+    assert any(is_summary_request(r) for r in llm.requests)
