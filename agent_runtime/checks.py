@@ -10,6 +10,7 @@ from django.core.checks import Error, Tags, register
 from agents.policy import normalise_root
 
 MIN_API_KEY_CHARS = 32
+TOOL_CHOICES = ("auto", "required", "none", "omit")
 
 
 # A deployment check (`manage.py check --deploy`), so that migrate or createsuperuser work in a
@@ -82,6 +83,26 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 hint="For example /home/me/project or C:\\Users\\me\\project; unset, only "
                 "relative paths pass the agents' file rules.",
                 id="agent_runtime.E013",
+            )
+        )
+    if settings.LLM_TOOL_CHOICE not in TOOL_CHOICES:
+        errors.append(
+            Error(
+                f"LLM_TOOL_CHOICE must be one of {', '.join(TOOL_CHOICES)} "
+                f"(got {settings.LLM_TOOL_CHOICE!r}).",
+                hint="auto suits OpenAI, vLLM and Ollama; llama.cpp's function calling needs "
+                "a tool_choice to be sent at all (auto or required).",
+                id="agent_runtime.E015",
+            )
+        )
+    if not 0 <= settings.LLM_ANSWER_RESERVE_TOKENS < settings.LLM_CONTEXT_TOKENS:
+        errors.append(
+            Error(
+                "LLM_CONTEXT_TOKENS must be positive and larger than LLM_ANSWER_RESERVE_TOKENS "
+                f"(got {settings.LLM_CONTEXT_TOKENS} and {settings.LLM_ANSWER_RESERVE_TOKENS}).",
+                hint="LLM_CONTEXT_TOKENS is the model's window (llama.cpp's --ctx-size, "
+                "Ollama's num_ctx, vLLM's --max-model-len).",
+                id="agent_runtime.E016",
             )
         )
     if not 0 < settings.KEEPALIVE_SECONDS <= 15:

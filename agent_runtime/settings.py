@@ -278,8 +278,18 @@ LLM_RETRY_MAX_DELAY = env_float("LLM_RETRY_MAX_DELAY", 8.0)
 LLM_BREAKER_FAIL_MAX = env_int("LLM_BREAKER_FAIL_MAX", 5)
 LLM_BREAKER_RESET_SECONDS = env_float("LLM_BREAKER_RESET_SECONDS", 30.0)
 LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 0)  # 0: let the provider decide
-# What the model is sent of a long session (agents.context): about 4 characters per token.
-LLM_CONTEXT_CHARS = env_int("LLM_CONTEXT_CHARS", 400_000)
+# tool_choice sent with the tools: auto | required | none | omit (see agents.engine).
+LLM_TOOL_CHOICE = env_str("LLM_TOOL_CHOICE", "auto").lower()
+# What the model is sent of a long session (agents.context): the model's window in tokens, less
+# a reserve for its answer (0: LLM_MAX_TOKENS if set, else a quarter of the window, at most
+# 4096). LLM_CONTEXT_CHARS is the older setting, read as 4 characters per token when
+# LLM_CONTEXT_TOKENS is unset.
+LLM_CONTEXT_CHARS = env_int("LLM_CONTEXT_CHARS", 0)
+LLM_CONTEXT_TOKENS = env_int("LLM_CONTEXT_TOKENS", LLM_CONTEXT_CHARS // 4 or 100_000)
+LLM_ANSWER_RESERVE_TOKENS = env_int("LLM_ANSWER_RESERVE_TOKENS", 0)
+# > 0: what no longer fits is summarised by a model call, in about this many tokens, kept in
+# the request's system prompt (room for it is kept). 0 (default): a note says it was left out.
+LLM_SUMMARY_TOKENS = env_int("LLM_SUMMARY_TOKENS", 0)
 LLM_TOOL_OUTPUT_CHARS = env_int("LLM_TOOL_OUTPUT_CHARS", 60_000)
 
 # --- I18n, static, logging ----------------------------------------------------------------------

@@ -8,18 +8,28 @@ The turn's chunks go to ``emit``; every turn ends with exactly one ``is_final`` 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 
 from agent_runtime.errors import ApplicationError
-from agents import services
+from agents import services, tokens
 from agents.chunks import error_chunk, token_chunk
-from agents.context import fit_history
-from agents.llm import Completion, Done, LLMError, LLMProvider, get_provider
+from agents.context import CHARS_PER_TOKEN, Fitted, fit_request, transcript_of, with_summary
+from agents.llm import (
+    Completion,
+    Done,
+    LLMContextOverflow,
+    LLMError,
+    LLMProvider,
+    Usage,
+    get_provider,
+)
 from agents.registry import get_agent
 from agents.routing import CLASSIFIER_PROMPT, Route, parse_classification, route_by_keywords
 from agents.tools import tool_specs
@@ -28,6 +38,17 @@ from sessions.db import durable
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+# The answer's reserve when neither LLM_ANSWER_RESERVE_TOKENS nor LLM_MAX_TOKENS is set: a
+# quarter of the window, at most this.
+DEFAULT_RESERVE_TOKENS = 4096
+
+SUMMARY_PROMPT = (
+    "Summarise the conversation below between a user and a coding assistant in at most "
+    "{words} words: what the user wants, decisions made, files and facts found, and what is "
+    "still open. Write only the summary."
+)
+SUMMARY_CACHE_SECONDS = 7 * 24 * 3600
 
 EMPTY_REPLY = "The model returned an empty reply; send another message to continue."
 
@@ -203,31 +224,33 @@ class Turn:
             )
         agent, history = preloaded
         spec = get_agent(agent)
-        history = fit_history(
-            history,
-            budget=settings.LLM_CONTEXT_CHARS - len(spec.prompt),
-            tool_output_limit=settings.LLM_TOOL_OUTPUT_CHARS,
-        )
-        prompt = spec.prompt
-        if history and history[0]["role"] == "system":  # the note on what was left out
-            # Folded into the one system message: some servers refuse a second one.
-            prompt = f"{prompt}\n\n{history[0]['content']}"
-            history = history[1:]
-        messages = [{"role": "system", "content": prompt}, *history]
         tools = tool_specs(spec.tools) or None
+        choice = tool_choice(tools, history)
+        fitted = self.fit(spec.prompt, history, tools)
+        if fitted.leading and settings.LLM_SUMMARY_TOKENS:
+            summary = await self.summarise(agent, history[: fitted.leading])
+            if summary:
+                fitted = with_summary(
+                    fitted, prompt=spec.prompt, summary=summary, tools=tools, model=self.model
+                )
         started = time.monotonic()
         parts: list[str] = []
         completion: Completion | None = None
         failure: LLMError | None = None
         try:
-            async for event in self.provider.stream_chat(messages=messages, tools=tools):
-                if isinstance(event, Done):
-                    completion = event.completion
-                elif event.text:
-                    parts.append(event.text)
-                    await reply.add(event.text)
+            try:
+                completion = await self._stream(fitted, tools, choice, reply, parts)
+            except LLMContextOverflow as exc:
+                # Nothing was streamed yet (it is the reply to the request): fit tighter and
+                # ask once more, in the same turn. The refused call is recorded as failed.
+                await self._record(agent, None, [], started, exc)
+                fitted = self.refit(exc, fitted, spec.prompt, history, tools)
+                started = time.monotonic()
+                completion = await self._stream(fitted, tools, choice, reply, parts)
             if completion is None:
                 failure = LLMError("The model's stream ended without a result.")
+            else:
+                completion = self.account(completion, fitted.estimate)
         except LLMError as exc:
             failure = exc
         except asyncio.CancelledError:
@@ -241,6 +264,143 @@ class Turn:
             await self.emit(error_chunk(f"The model call failed: {failure}", agent=agent))
             return None
         return completion
+
+    async def _stream(
+        self,
+        fitted: Fitted,
+        tools: list[dict[str, Any]] | None,
+        choice: str | None,
+        reply: Reply,
+        parts: list[str],
+    ) -> Completion | None:
+        completion: Completion | None = None
+        async for event in self.provider.stream_chat(
+            messages=fitted.messages, tools=tools, tool_choice=choice
+        ):
+            if isinstance(event, Done):
+                completion = event.completion
+            elif event.text:
+                parts.append(event.text)
+                await reply.add(event.text)
+        return completion
+
+    # --- the context budget (agents.context, agents.tokens) ---------------------------------
+
+    @property
+    def model(self) -> str:
+        return settings.LLM_MODEL if settings.LLM_BASE_URL else "demo"
+
+    def fit(
+        self,
+        prompt: str,
+        history: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        *,
+        history_budget: int | None = None,
+    ) -> Fitted:
+        window = tokens.window(self.model, settings.LLM_CONTEXT_TOKENS)
+        # An answer capped by LLM_MAX_TOKENS needs no more room than that (but a cap as large
+        # as the window must not leave none for the question).
+        reserve = settings.LLM_ANSWER_RESERVE_TOKENS or min(
+            settings.LLM_MAX_TOKENS or min(DEFAULT_RESERVE_TOKENS, window // 4), window // 2
+        )
+        return fit_request(
+            prompt=prompt,
+            history=history,
+            tools=tools,
+            model=self.model,
+            window=window,
+            reserve=reserve,
+            tool_output_chars=settings.LLM_TOOL_OUTPUT_CHARS,
+            history_budget=history_budget,
+            summary_tokens=settings.LLM_SUMMARY_TOKENS,
+        )
+
+    def refit(
+        self,
+        exc: LLMContextOverflow,
+        fitted: Fitted,
+        prompt: str,
+        history: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+    ) -> Fitted:
+        """After "context too long": learn the figures the provider stated, if any, and send
+        at most half of the history sent before."""
+        if exc.window:
+            tokens.learn_window(self.model, exc.window)
+        if exc.prompt_tokens:
+            tokens.observe(self.model, estimated=fitted.estimate, reported=exc.prompt_tokens)
+        logger.warning(
+            "session %s: the model's context overflowed (%s tokens estimated, window %s); "
+            "retrying with less history",
+            self.session_id,
+            fitted.tokens,
+            exc.window or "unknown",
+        )
+        return self.fit(prompt, history, tools, history_budget=fitted.history_tokens // 2)
+
+    async def summarise(self, agent: str, dropped: list[dict[str, Any]]) -> str:
+        """A summary of the history's first messages, which no longer fit (LLM_SUMMARY_TOKENS).
+
+        Kept in the cache with how many messages it covers: the stored history only grows,
+        so a later turn summarises the summary and what has been left out since. "" when
+        the call fails (the plain note is sent instead).
+        """
+        key = f"context-summary:{self.session_id}"
+        covered, earlier = await cache.aget(key) or (0, "")
+        if covered == len(dropped):
+            return str(earlier)
+        if covered > len(dropped):  # fewer left out than before (a larger window now)
+            covered, earlier = 0, ""
+        limit = settings.LLM_SUMMARY_TOKENS
+        room = max(limit, tokens.window(self.model, settings.LLM_CONTEXT_TOKENS) // 2)
+        transcript = transcript_of(dropped[covered:], chars=room * CHARS_PER_TOKEN)
+        if earlier:
+            transcript = f"The summary so far:\n{earlier}\n\nWhat followed:\n{transcript}"
+        messages = [
+            {"role": "system", "content": SUMMARY_PROMPT.format(words=limit * 3 // 4)},
+            {"role": "user", "content": transcript},
+        ]
+        started = time.monotonic()
+        completion: Completion | None = None
+        error = ""
+        try:
+            completion = await self.provider.complete(messages=messages)
+            completion = self.account(completion, tokens.estimate_request(messages, None))
+        except LLMError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        await durable(
+            "record the summary call",
+            services.model_call_record,
+            session_id=self.session_id,
+            agent=agent,
+            llm=self._usage("summary", started, completion, error, success=not error),
+        )
+        summary = (completion.text.strip() if completion else "")[: limit * CHARS_PER_TOKEN]
+        if summary:
+            await cache.aset(key, (len(dropped), summary), SUMMARY_CACHE_SECONDS)
+        return summary
+
+    def account(self, completion: Completion, estimate: int) -> Completion:
+        """Learn from the usage the provider reported, or estimate the usage it did not."""
+        if completion.usage is not None:
+            tokens.observe(self.model, estimated=estimate, reported=completion.usage.prompt_tokens)
+            return completion
+        answer = tokens.estimate_message(
+            {
+                "content": completion.text,
+                "tool_calls": [
+                    {"function": {"name": c.name, "arguments": c.arguments}}
+                    for c in completion.tool_calls
+                ],
+            }
+        )
+        usage = Usage(
+            prompt_tokens=round(estimate * tokens.factor(self.model)),
+            completion_tokens=answer,
+            estimated=True,
+        )
+        return dataclasses.replace(completion, usage=usage)
 
     async def _record(
         self,
@@ -277,12 +437,13 @@ class Turn:
         return {
             "purpose": purpose,
             "provider": self.provider.label,
-            "model": settings.LLM_MODEL if settings.LLM_BASE_URL else "demo",
+            "model": self.model,
             "duration_ms": int((time.monotonic() - started) * 1000),
             "success": success,
             "error": error,
             "prompt_tokens": usage.prompt_tokens if usage else 0,
             "completion_tokens": usage.completion_tokens if usage else 0,
+            "usage_estimated": bool(usage and usage.estimated),
             "has_tool_calls": bool(completion and completion.tool_calls),
         }
 
@@ -293,14 +454,15 @@ class Turn:
         started = time.monotonic()
         error = ""
         try:
+            messages = [
+                {"role": "system", "content": CLASSIFIER_PROMPT},
+                {"role": "user", "content": text or "(empty message)"},
+            ]
             async with asyncio.timeout(settings.ORCHESTRATOR_TIMEOUT_SECONDS):
                 completion = await self.provider.complete(
-                    messages=[
-                        {"role": "system", "content": CLASSIFIER_PROMPT},
-                        {"role": "user", "content": text or "(empty message)"},
-                    ],
-                    response_format={"type": "json_object"},
+                    messages=messages, response_format={"type": "json_object"}
                 )
+            completion = self.account(completion, tokens.estimate_request(messages, None))
             route = parse_classification(completion.text)
         except (LLMError, ValueError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
@@ -318,6 +480,21 @@ class Turn:
             llm=self._usage("classify", started, completion, error, success=not error),
         )
         return route
+
+
+def tool_choice(tools: list[dict[str, Any]] | None, history: list[dict[str, Any]]) -> str | None:
+    """The ``tool_choice`` sent with ``tools`` (LLM_TOOL_CHOICE; None: the field is left out).
+
+    ``required`` forces a tool call only where the model starts answering the user (the last
+    message is theirs). After tool results it is ``auto``: the model must be free to answer in
+    words, or it would call tools until MAX_LLM_ROUNDS_PER_REQUEST stops it.
+    """
+    setting = settings.LLM_TOOL_CHOICE
+    if not tools or setting == "omit":
+        return None
+    if setting == "required" and not (history and history[-1]["role"] == "user"):
+        return "auto"
+    return str(setting)
 
 
 def _last_user_text(history: list[dict[str, Any]]) -> str:

@@ -325,6 +325,7 @@ def completion_record(
             agent=agent,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
+            usage_estimated=bool(usage and usage.estimated),
         )
         ToolCall.objects.bulk_create(calls)
         for call in calls:
@@ -441,7 +442,12 @@ def call_chunk(call: ToolCall, approval: Approval | None = None) -> dict[str, An
 
 
 def classification_record(*, session_id: str, llm: dict[str, Any]) -> None:
-    LLMRequest.objects.create(session_id=session_id, agent="orchestrator", **llm)
+    model_call_record(session_id=session_id, agent="orchestrator", llm=llm)
+
+
+def model_call_record(*, session_id: str, agent: str, llm: dict[str, Any]) -> None:
+    """A model call that writes no message (routing, a summary of the history)."""
+    LLMRequest.objects.create(session_id=session_id, agent=agent, **llm)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,8 @@ class Message(models.Model):
     agent = models.CharField(max_length=32, blank=True, default="")
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # The provider reported no usage; the figures above are the runtime's estimate.
+    usage_estimated = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -103,6 +105,7 @@ class Message(models.Model):
             data["usage"] = {
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
+                "estimated": self.usage_estimated,
             }
         return data
 
@@ -180,6 +183,7 @@ class LLMRequest(models.Model):
     error = models.CharField(max_length=500, blank=True, default="")
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
+    usage_estimated = models.BooleanField(default=False)  # no usage reported: our estimate
     has_tool_calls = models.BooleanField(default=False)
 
     class Meta:
@@ -200,6 +204,7 @@ class LLMRequest(models.Model):
             "has_tool_calls": self.has_tool_calls,
             "success": self.success,
             "error": self.error or None,
+            "usage_estimated": self.usage_estimated,
             "agent": self.agent or None,
             "purpose": self.purpose,
             "provider": self.provider,

@@ -77,9 +77,11 @@ def fake_llm_server() -> Iterator[Any]:
 @pytest.fixture
 def llm(fake_llm_server: Any, settings: Any) -> Iterator[Any]:
     """The runtime talks to a real local HTTP server playing the LLM."""
+    from agents import tokens
     from agents.llm import reset_provider
 
     fake_llm_server.reset()
+    tokens.forget()  # what an earlier test's model taught the counter
     settings.LLM_BASE_URL = fake_llm_server.url
     settings.LLM_MAX_RETRIES = 1
     settings.LLM_RETRY_BASE_DELAY = 0.01
@@ -89,6 +91,7 @@ def llm(fake_llm_server: Any, settings: Any) -> Iterator[Any]:
     reset_provider()
     yield fake_llm_server
     reset_provider()
+    tokens.forget()
 
 
 def parse_sse(raw: bytes) -> list[dict[str, Any]]:

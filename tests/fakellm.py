@@ -21,13 +21,19 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import http
 import json
+import math
 import re
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+IGNORED_TOOLS_REPLY = "I would read the file, but I have no tools."
+FAKE_CHARS_PER_TOKEN = 3.2  # the fake's own tokenizer: a small vocabulary, pessimistic
 
 # --- Scripts: what the server answers to one request -------------------------------------------
 
@@ -40,6 +46,7 @@ class Script:
     chunks: tuple[tuple[float, bytes], ...] = ()  # (pause before it, bytes): one HTTP chunk each
     drop: bool = False  # close the connection after the chunks, leaving the chunked body unfinished
     hang: bool = False  # read the request and never answer
+    calls_tools: bool = False  # a tool-call reply (see FakeLLM.needs_tool_choice)
 
 
 _SSE = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"))
@@ -171,7 +178,8 @@ def tool_calls(
     deltas: list[dict[str, Any]] = [{"content": p} for p in _pieces(text_before, 0)]
     # content: null beside tool calls, as OpenAI sends it.
     deltas += [{"content": None, "tool_calls": [f]} for f in ordered]
-    return _stream(deltas, finish_reason="tool_calls", usage=(10, len(deltas)))
+    script = _stream(deltas, finish_reason="tool_calls", usage=(10, len(deltas)))
+    return dataclasses.replace(script, calls_tools=True)
 
 
 def _zip_longest(groups: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
@@ -191,6 +199,19 @@ def status(
         data, content_type = body.encode(), "text/plain; charset=utf-8"
     extra = tuple((headers or {}).items())
     return Script(status=code, headers=(("Content-Type", content_type), *extra), body=data)
+
+
+def openai_overflow(window: int = 8192, prompt: int = 9000) -> dict[str, Any]:
+    """OpenAI's body for a request longer than the model's context (sent with a 400)."""
+    return {
+        "error": {
+            "message": f"This model's maximum context length is {window} tokens. However, your "
+            f"messages resulted in {prompt} tokens. Please reduce the length of the messages.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
 
 
 def garbage() -> Script:
@@ -273,6 +294,18 @@ def classify(agent: str, confidence: float = 0.9) -> Script:
     return text(json.dumps(reply), chunk_size=16)
 
 
+def prompt_tokens(payload: dict[str, Any]) -> int:
+    """The fake's own count of a request's prompt: its characters (contents, tool calls, tool
+    definitions) at FAKE_CHARS_PER_TOKEN, plus 4 per message. Independent of agents.tokens."""
+    chars = len(json.dumps(payload.get("tools") or [], separators=(",", ":")))
+    messages = payload.get("messages") or []
+    for message in messages:
+        chars += len(message.get("content") or "")
+        for call in message.get("tool_calls") or []:
+            chars += len(call["function"]["name"]) + len(call["function"]["arguments"])
+    return math.ceil(chars / FAKE_CHARS_PER_TOKEN) + 4 * len(messages)
+
+
 # --- The server ---------------------------------------------------------------------------------
 
 
@@ -287,6 +320,15 @@ class FakeLLM:
         self.models_status = 200  # what GET /v1/models answers
         self.record = True  # False in long benchmarks, so requests do not pile up in memory
         self.connections = 0  # TCP connections accepted (to check keep-alive reuse)
+        # Like llama.cpp's function calling: tools are ignored unless tool_choice is sent (a
+        # tool-call script is answered with IGNORED_TOOLS_REPLY instead).
+        self.needs_tool_choice = False
+        # A model with this window (in prompt_tokens() units): a longer request gets llama.cpp's
+        # 400 and leaves the queued script for the next request.
+        self.context_tokens: int | None = None
+        self.refused: list[dict[str, Any]] = []  # requests refused as too long
+        # Answers a request when nothing is queued, instead of ``default``.
+        self.responder: Callable[[dict[str, Any]], Script] | None = None
         self._queue: collections.deque[Script] = collections.deque()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -304,10 +346,39 @@ class FakeLLM:
             self.requests.clear()
             self.connections = 0
             self.models_status = 200
+            self.needs_tool_choice = False
+            self.context_tokens = None
+            self.refused.clear()
+            self.responder = None
 
-    def _next_script(self) -> Script:
+    def _next_script(self, payload: dict[str, Any]) -> Script:
         with self._lock:
-            return self._queue.popleft() if self._queue else self.default
+            if self._queue:
+                script = self._queue.popleft()
+            elif self.responder is not None:
+                script = self.responder(payload)
+            else:
+                script = self.default
+        tools_ignored = payload.get("tool_choice") in (None, "none")
+        if script.calls_tools and self.needs_tool_choice and tools_ignored:
+            return text(IGNORED_TOOLS_REPLY)
+        return script
+
+    def _too_long(self, payload: dict[str, Any]) -> Script | None:
+        if self.context_tokens is None:
+            return None
+        used = prompt_tokens(payload)
+        if used <= self.context_tokens:
+            return None
+        self.refused.append(payload)
+        error = {
+            "code": 400,
+            "message": "the request exceeds the available context size, try increasing it",
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": used,
+            "n_ctx": self.context_tokens,
+        }
+        return status(400, {"error": error})
 
     def start(self) -> FakeLLM:
         ready = threading.Event()
@@ -398,10 +469,13 @@ class FakeLLM:
             payload = None
         if not isinstance(payload, dict):
             return await self._whole(writer, status(400)) and keep_alive
+        refusal = self._too_long(payload)
+        if refusal is not None:
+            return await self._whole(writer, refusal) and keep_alive
         if self.record:
             payload["headers"] = headers
             self.requests.append(payload)
-        script = self._next_script()
+        script = self._next_script(payload)
         if script.hang:
             # Hold the connection without answering until the client gives up or we stop.
             while await reader.read(65536):

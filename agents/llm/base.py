@@ -26,6 +26,7 @@ class ToolCall:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    estimated: bool = False  # counted by the runtime (agents.tokens): the provider sent none
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,20 @@ class LLMTimeout(LLMError):
 
 class LLMProtocolError(LLMError):
     pass
+
+
+class LLMContextOverflow(LLMError):
+    """The provider refused the request as longer than the model's context (a 400).
+
+    ``window`` and ``prompt_tokens`` are the figures the provider stated, when it did.
+    """
+
+    def __init__(
+        self, message: str, *, window: int | None = None, prompt_tokens: int | None = None
+    ) -> None:
+        super().__init__(message, retryable=False, status=400)
+        self.window = window
+        self.prompt_tokens = prompt_tokens
 
 
 # --- The provider base class --------------------------------------------------------------------

@@ -16,7 +16,14 @@ from typing import Any
 
 import httpx
 
-from agents.llm.base import Completion, LLMError, LLMProtocolError, ToolCall, Usage
+from agents.llm.base import (
+    Completion,
+    LLMContextOverflow,
+    LLMError,
+    LLMProtocolError,
+    ToolCall,
+    Usage,
+)
 
 logger = logging.getLogger(__name__)
 MAX_RETRY_AFTER_SECONDS = 30.0
@@ -267,11 +274,60 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
+# How servers say a request is longer than the model's context: OpenAI's
+# code context_length_exceeded, vLLM's "maximum context length is N tokens", llama.cpp's
+# "the request exceeds the available context size" (type exceed_context_size_error), and the
+# plain "too long" of others. Only 400 and 413 replies are read this way.
+_OVERFLOW = re.compile(
+    r"context_length_exceeded|exceed_context_size|maximum context length|context (?:size|window)"
+    r"|too long|too many tokens",
+    re.IGNORECASE,
+)
+_WINDOW = (
+    re.compile(r"maximum context length is (\d+)", re.IGNORECASE),
+    re.compile(r"\"n_ctx\"\s*:\s*(\d+)"),
+)
+# The prompt's size: vLLM's "(N in the messages, M in the completion)" before its "requested"
+# figure, which counts the completion too.
+_PROMPT = (
+    re.compile(r"(\d+) in the messages", re.IGNORECASE),
+    re.compile(r"resulted in (\d+) tokens", re.IGNORECASE),
+    re.compile(r"\"n_prompt_tokens\"\s*:\s*(\d+)"),
+)
+
+
+def _first_number(patterns: tuple[re.Pattern[str], ...], text: str) -> int | None:
+    for pattern in patterns:
+        match = pattern.search(text)
+        if match is not None:
+            return int(match.group(1))
+    return None
+
+
+def overflow_error(status: int, body: bytes, detail: str) -> LLMContextOverflow | None:
+    """The "context too long" refusal in a 400/413 reply, with the figures it states."""
+    if status not in (400, 413):
+        return None
+    raw = body.decode("utf-8", errors="replace")
+    if not _OVERFLOW.search(raw):
+        return None
+    text = detail or " ".join(raw.split())[:200]
+    return LLMContextOverflow(
+        f"The LLM returned HTTP {status}: the request is longer than the model's context"
+        + (f" ({text})" if text else "."),
+        window=_first_number(_WINDOW, raw),
+        prompt_tokens=_first_number(_PROMPT, raw),
+    )
+
+
 def status_error(status: int, body: bytes, headers: httpx.Headers) -> LLMError:
     try:
         detail = _error_text(json.loads(body))
     except ValueError:
         detail = ""
+    overflow = overflow_error(status, body, detail)
+    if overflow is not None:
+        return overflow
     message = f"The LLM returned HTTP {status}" + (f": {detail}" if detail else ".")
     return LLMError(
         message,
