@@ -230,3 +230,35 @@ def test_it_shows_a_session_another_client_drives(
         assert page.locator("#chat-log img").count() == 0
         assert page.evaluate("() => window.pwned") is None
         assert page.locator("#chat-log li.role-user.live").count() == 0
+
+
+def test_a_rejection_in_the_page_goes_back_to_the_model(
+    runtime: Runtime, fake: FakeLLM, page: Any, rest: httpx.Client
+) -> None:
+    from playwright.sync_api import expect
+
+    session_id = "pg-reject"
+    with daphne_log_on_failure(runtime):
+        fake.reset()
+        start_session(rest, session_id)
+        fake.enqueue(
+            fakellm.tool_calls([("call_x", "execute_command", '{"command": "make deploy"}')]),
+            fakellm.text("Understood, no deploy."),
+        )
+        open_playground(page, session_id)
+        say(page, "deploy")
+        card = page.locator('#chat-log li.call[data-call-id="call_x"]')
+        expect(card.locator("pre.shell-command")).to_have_text("make deploy")
+        card.locator("input.feedback").fill("Not on a Friday.")
+        card.locator('button[data-action="reject"]').click()
+
+        summary = f"The execute_command call was rejected by staff:{USERNAME}: Not on a Friday."
+        expect(page.locator("#chat-log li.decision .text")).to_have_text(summary + "\n\n")
+        expect(card).to_have_attribute("data-state", "settled")
+        expect(card.locator(".settled")).to_have_text(summary)
+        expect(card.locator("button")).to_have_count(0)
+        reply = page.locator("#chat-log li.role-assistant.final").last
+        expect(reply.locator(".text")).to_have_text("Understood, no deploy.")
+    tool_results = [m for m in fake.requests[-1]["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_results] == ["call_x"]
+    assert "Not on a Friday." in tool_results[0]["content"]
