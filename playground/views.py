@@ -9,7 +9,6 @@ hold ``approvals.decide_approval``, and refuses otherwise. The API key never rea
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
@@ -93,33 +92,11 @@ def _page(request: HttpRequest, *, form: SessionForm, session: AgentSession | No
 
 
 def _message_view(message: Message) -> dict[str, Any]:
-    calls = []
-    for call in message.tool_calls or []:
-        if not isinstance(call, dict):
-            continue
-        function = call.get("function") or {}
-        calls.append(
-            {
-                "id": call.get("id", ""),
-                "name": function.get("name", "?"),
-                "arguments": _pretty(function.get("arguments")),
-            }
-        )
     return {
         "role": message.role,
         "agent": message.agent,
         "content": message.content,
-        "tool_calls": calls,
+        "tool_calls": message.tool_calls_shown(),
         "tool_call_id": message.tool_call_id,
         "name": message.name,
     }
-
-
-def _pretty(raw: Any) -> str:
-    # Stored OpenAI-style: the arguments are a JSON string.
-    if isinstance(raw, str):
-        try:
-            return json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
-        except json.JSONDecodeError:
-            return raw
-    return json.dumps(raw, indent=2, ensure_ascii=False)

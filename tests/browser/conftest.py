@@ -76,27 +76,25 @@ def runtime(
         server.close()
 
 
-@pytest.fixture
-def page(browser: Any, runtime: Runtime) -> Iterator[Any]:
-    context = browser.new_context(base_url=runtime.url, viewport={"width": 1280, "height": 900})
+def _page(browser: Any, runtime: Runtime, viewport: dict[str, int]) -> Iterator[Any]:
+    context = browser.new_context(base_url=runtime.url, viewport=viewport)
     context.set_default_timeout(WAIT_MS)
     context.set_default_navigation_timeout(WAIT_MS)
     try:
         yield context.new_page()
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser: Any, runtime: Runtime) -> Iterator[Any]:
+    yield from _page(browser, runtime, {"width": 1280, "height": 900})
 
 
 @pytest.fixture
 def laptop(browser: Any, runtime: Runtime) -> Iterator[Any]:
     """A page the size of a common staff laptop screen, where the console must work unscrolled."""
-    context = browser.new_context(base_url=runtime.url, viewport=LAPTOP)
-    context.set_default_timeout(WAIT_MS)
-    context.set_default_navigation_timeout(WAIT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    yield from _page(browser, runtime, LAPTOP)
 
 
 @pytest.fixture

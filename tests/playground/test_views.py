@@ -245,15 +245,21 @@ async def next_chunk(ws: WebsocketCommunicator) -> dict[str, Any]:
     return chunk
 
 
+async def page_socket(*, may_decide: bool) -> WebsocketCommunicator:
+    """The socket the page of session s-1 opens, once it has shown the held call c1."""
+    path, headers = await open_page("s-1", may_decide=may_decide)
+    ws = WebsocketCommunicator(websocket_application, path, headers=headers)
+    assert (await ws.connect())[0]
+    replayed = await next_chunk(ws)  # replay=outstanding: the call waiting on a human
+    assert (replayed["type"], replayed["call_id"]) == ("tool_call", "c1")
+    assert replayed["requires_approval"] is True
+    return ws
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_a_staff_member_without_the_permission_cannot_decide_from_the_page():
     approval = await pending_write()
-    path, headers = await open_page("s-1", may_decide=False)
-    ws = WebsocketCommunicator(websocket_application, path, headers=headers)
-    assert (await ws.connect())[0]
-    replayed = await next_chunk(ws)  # the page sees the held call...
-    assert (replayed["type"], replayed["call_id"]) == ("tool_call", "c1")
-    assert replayed["requires_approval"] is True
+    ws = await page_socket(may_decide=False)  # the page sees the held call...
     await ws.send_json_to({"type": "hitl_decision", "call_id": "c1", "decision": "approve"})
     refused = await next_chunk(ws)  # ...but may not decide it
     assert refused["type"] == "error"
@@ -266,10 +272,7 @@ async def test_a_staff_member_without_the_permission_cannot_decide_from_the_page
 @pytest.mark.django_db(transaction=True)
 async def test_a_staff_member_with_the_permission_decides_from_the_page_in_their_name():
     approval = await pending_write()
-    path, headers = await open_page("s-1", may_decide=True)
-    ws = WebsocketCommunicator(websocket_application, path, headers=headers)
-    assert (await ws.connect())[0]
-    assert (await next_chunk(ws))["requires_approval"] is True
+    ws = await page_socket(may_decide=True)
     await ws.send_json_to(
         {"type": "hitl_decision", "call_id": "c1", "decision": "reject", "feedback": "no"}
     )
