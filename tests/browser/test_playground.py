@@ -46,6 +46,25 @@ def say(page: Any, text: str) -> None:
     page.press("#message", "Enter")
 
 
+def call_card(
+    page: Any,
+    fake: FakeLLM,
+    rest: httpx.Client,
+    session_id: str,
+    call: tuple[str, str, str],
+    *,
+    then: str,
+) -> Any:
+    """A new session whose first message gets ``call`` (id, tool, arguments JSON) and, once
+    that is answered or decided, the reply ``then``; returns the call's card on the page."""
+    fake.reset()
+    start_session(rest, session_id)
+    fake.enqueue(fakellm.tool_calls([call]), fakellm.text(then))
+    open_playground(page, session_id)
+    say(page, f"please use {call[1]}")
+    return page.locator(f'#chat-log li.call[data-call-id="{call[0]}"]')
+
+
 def history(rest: httpx.Client, session_id: str) -> list[dict[str, Any]]:
     response = rest.get(f"/sessions/{session_id}/history")
     assert response.status_code == 200, response.text
@@ -169,15 +188,8 @@ def test_it_answers_a_read_only_call_with_a_typed_result(
     session_id = "pg-result"
     typed = "print('hi')\n<script>window.pwned = 1</script>\n"
     with daphne_log_on_failure(runtime):
-        fake.reset()
-        start_session(rest, session_id)
-        fake.enqueue(
-            fakellm.tool_calls([("call_r", "read_file", '{"path": "app.py"}')]),
-            fakellm.text("app.py prints hi."),
-        )
-        open_playground(page, session_id)
-        say(page, "read app.py")
-        card = page.locator('#chat-log li.call[data-call-id="call_r"]')
+        call = ("call_r", "read_file", '{"path": "app.py"}')
+        card = call_card(page, fake, rest, session_id, call, then="app.py prints hi.")
         expect(card).to_have_attribute("data-state", "for-ide")
         expect(card.locator(".badge")).to_have_text("for the IDE to run")
         card.locator("textarea.tool-result").fill(typed)
@@ -239,15 +251,8 @@ def test_a_rejection_in_the_page_goes_back_to_the_model(
 
     session_id = "pg-reject"
     with daphne_log_on_failure(runtime):
-        fake.reset()
-        start_session(rest, session_id)
-        fake.enqueue(
-            fakellm.tool_calls([("call_x", "execute_command", '{"command": "make deploy"}')]),
-            fakellm.text("Understood, no deploy."),
-        )
-        open_playground(page, session_id)
-        say(page, "deploy")
-        card = page.locator('#chat-log li.call[data-call-id="call_x"]')
+        call = ("call_x", "execute_command", '{"command": "make deploy"}')
+        card = call_card(page, fake, rest, session_id, call, then="Understood, no deploy.")
         expect(card.locator("pre.shell-command")).to_have_text("make deploy")
         card.locator("input.feedback").fill("Not on a Friday.")
         card.locator('button[data-action="reject"]').click()
