@@ -4,7 +4,9 @@ The pages only draw; everything the staff member does travels over the runtime's
 (``/ws/{id}``, authenticated by the admin login and an Origin check in agents.consumers), as the
 IDE's frames do: messages, ``tool_result`` answers and ``hitl_decision`` decisions, which the
 consumer hands to ``approvals.services.approval_decide`` in the staff member's name when they
-hold ``approvals.decide_approval``, and refuses otherwise. The API key never reaches the page.
+hold ``approvals.decide_approval``, and refuses otherwise. Who may see what is the admin's
+answer (agent_runtime.staff): sessions for whoever may view them, acting for whoever may
+decide. The API key never reaches the page.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from urllib.parse import quote
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
+from agent_runtime import staff
 from agent_runtime.errors import ApplicationError
 from agents.registry import available_agents, default_agent
 from agents.tools import READ_ONLY_TOOLS
@@ -32,9 +36,20 @@ SIDEBAR_SESSIONS = 30
 HISTORY_MESSAGES = 200  # the page opens on the latest; the admin has the whole history
 
 
+def _staff_who_may_watch(request: HttpRequest) -> None:
+    if not staff.may_watch(request.user):
+        raise PermissionDenied(
+            "The playground shows sessions: it needs the permission to view sessions or to "
+            "decide approvals."
+        )
+
+
 @staff_member_required
 def playground(request: HttpRequest) -> HttpResponse:
     """The session list and the form that starts a new one."""
+    _staff_who_may_watch(request)
+    if request.method == "POST" and not staff.may_decide(request.user):
+        raise PermissionDenied("Starting a session needs the permission to decide approvals.")
     form = SessionForm(request.POST or None, initial={"agent": default_agent()})
     if request.method == "POST" and form.is_valid():
         try:
@@ -53,6 +68,7 @@ def playground(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 def session_page(request: HttpRequest, session_id: str) -> HttpResponse:
     """One session: its latest history drawn here, the live part by playground.js."""
+    _staff_who_may_watch(request)
     try:
         session = session_get(session_id=session_id)
     except ApplicationError as exc:
@@ -62,7 +78,7 @@ def session_page(request: HttpRequest, session_id: str) -> HttpResponse:
 
 
 def _page(request: HttpRequest, *, form: SessionForm, session: AgentSession | None) -> HttpResponse:
-    can_act = request.user.has_perm("approvals.decide_approval")
+    can_act = staff.may_decide(request.user)
     sessions, total = session_list(limit=SIDEBAR_SESSIONS, offset=0, active_only=False)
     context: dict[str, Any] = {
         **admin.site.each_context(request),

@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from agent_runtime.routing import websocket_application
@@ -22,9 +22,11 @@ HOST = (b"host", b"testserver")
 
 
 @sync_to_async
-def login_cookie(*, is_staff: bool = True) -> tuple[bytes, bytes]:
+def login_cookie(*, is_staff: bool = True, may_view: bool = True) -> tuple[bytes, bytes]:
     session_create(session_id="s-1")
     user = User.objects.create_user("alice", is_staff=is_staff)
+    if may_view:
+        user.user_permissions.add(Permission.objects.get(codename="view_agentsession"))
     client = Client()
     client.force_login(user)
     return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
@@ -74,6 +76,11 @@ async def test_a_trusted_origin_may_carry_a_staff_login(settings):
 
 async def test_a_login_that_is_not_staff_is_refused():
     cookie = await login_cookie(is_staff=False)
+    assert await close_code([cookie, HOST, (b"origin", b"http://testserver")]) == 4401
+
+
+async def test_a_staff_login_the_admin_shows_no_session_is_refused():
+    cookie = await login_cookie(may_view=False)
     assert await close_code([cookie, HOST, (b"origin", b"http://testserver")]) == 4401
 
 

@@ -25,10 +25,14 @@ PAGE = "/playground/"
 LOGIN = "/admin/login/"
 
 
-def staff(username: str = "alice", *, may_decide: bool = True) -> Client:
+def staff(username: str = "alice", *, may_decide: bool = True, may_view: bool = True) -> Client:
+    """A logged-in staff member who may decide approvals, or (not may_decide) view sessions
+    only, or (neither) do nothing with sessions in the admin."""
     user = User.objects.create_user(username, password="pw", is_staff=True)
     if may_decide:
         user.user_permissions.add(Permission.objects.get(codename="decide_approval"))
+    elif may_view:
+        user.user_permissions.add(Permission.objects.get(codename="view_agentsession"))
     client = Client()
     client.force_login(user)
     return client
@@ -67,6 +71,18 @@ def test_it_sends_a_user_who_is_not_staff_to_the_admin_login(client):
     response = client.post(PAGE, {"session_id": "sneaky", "agent": "coder"})
     assert response.status_code == 302
     assert not AgentSession.objects.filter(pk="sneaky").exists()
+
+
+@pytest.mark.django_db
+def test_staff_the_admin_shows_no_session_are_refused():
+    session_create(session_id="s-1")
+    client = staff("carol", may_decide=False, may_view=False)
+    for path in (PAGE, f"{PAGE}s-1/"):
+        response = client.get(path)
+        assert response.status_code == 403
+        assert "permission to view sessions" in response.json()["detail"]
+    assert client.post(PAGE, {"session_id": "x", "agent": "coder"}).status_code == 403
+    assert not AgentSession.objects.filter(pk="x").exists()
 
 
 @pytest.mark.django_db
@@ -218,7 +234,17 @@ def test_staff_without_the_decide_permission_get_a_page_that_only_watches():
     assert page_config(response)["can_act"] is False
     html = response.content.decode()
     assert 'id="composer"' not in html
+    assert 'id="new-session"' not in html
     assert 'id="watch-only"' in html
+
+
+@pytest.mark.django_db
+def test_staff_who_may_only_watch_cannot_start_a_session():
+    client = staff("bob", may_decide=False)
+    response = client.post(PAGE, {"session_id": "bobs", "agent": "coder"})
+    assert response.status_code == 403
+    assert "decide approvals" in response.json()["detail"]
+    assert not AgentSession.objects.filter(pk="bobs").exists()
 
 
 # --- the page's socket: the same gate as the admin's decisions ----------------------------
