@@ -207,7 +207,7 @@ def test_it_answers_a_read_only_call_with_a_typed_result(
 
 
 def test_it_shows_a_session_another_client_drives(
-    runtime: Runtime, fake: FakeLLM, page: Any, rest: httpx.Client
+    runtime: Runtime, fake: FakeLLM, page: Any, rest: httpx.Client, screenshots: Path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -242,6 +242,7 @@ def test_it_shows_a_session_another_client_drives(
         assert page.locator("#chat-log img").count() == 0
         assert page.evaluate("() => window.pwned") is None
         assert page.locator("#chat-log li.role-user.live").count() == 0
+        page.screenshot(path=str(screenshots / "playground-watching.png"))
 
 
 def test_a_rejection_in_the_page_goes_back_to_the_model(
