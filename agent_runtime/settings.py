@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "agents.apps.AgentsConfig",
     "approvals.apps.ApprovalsConfig",
     "agent_runtime.apps.AgentRuntimeConfig",
+    "playground.apps.PlaygroundConfig",
 ]
 
 MIDDLEWARE = [
@@ -209,8 +210,9 @@ else:
 # --- HTTP, auth and limits ----------------------------------------------------------------------
 MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
-# Paths served without X-Internal-Auth: operators' probes, the admin (its own login) and assets.
-PUBLIC_PATH_PREFIXES = ("/health", "/ready", "/admin/", "/static/")
+# Paths served without X-Internal-Auth: operators' probes, the admin and the playground (the
+# admin's login) and assets.
+PUBLIC_PATH_PREFIXES = ("/health", "/ready", "/admin/", "/playground/", "/static/")
 # GET /metrics (Prometheus) is public too unless METRICS_REQUIRE_KEY is set: scrapers rarely
 # send custom headers, and it shows counts, never content.
 METRICS_REQUIRE_KEY = env_bool("METRICS_REQUIRE_KEY", False)

@@ -7,7 +7,7 @@ no view turned into a response, and ``CSRF_FAILURE_VIEW`` (settings) for a faile
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from agent_runtime import errors, health, prometheus
 from agents import api as agents_api
@@ -50,6 +50,7 @@ urlpatterns = [
     ),
     path("agent/message/stream", stream_views.message_stream, name="message-stream"),
     path("admin/", admin.site.urls),
+    path("playground/", include("playground.urls")),
     # Last: whatever no pattern above matched. Django shows its HTML 404 page instead of
     # handler404 when DEBUG is on (as under `make run`), and clients are owed JSON there too.
     re_path(r"", errors.not_found, name="not-found"),

@@ -11,9 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from redis.exceptions import RedisError
 
-from agent_runtime import jsonbody
+from agent_runtime import jsonbody, staff
 from agent_runtime.errors import ApplicationError
 from agent_runtime.middleware import key_is_valid
 from agents import turns
@@ -61,13 +62,16 @@ def wants_replay(query: str) -> bool:
 
 def connection_actor(scope: Mapping[str, Any]) -> turns.Actor | None:
     """Who an authorized socket speaks for: the IDE (the key), or a staff member who may
-    decide approvals. None: a staff member without that permission, who may only watch."""
+    decide approvals. None: a staff member who may only watch (the admin shows them sessions
+    but lets them decide nothing). PermissionDenied: the admin shows them no session at all."""
     if key_is_valid(_headers(scope).get("x-internal-auth")):
         return turns.IDE
     user = scope["user"]
-    if user.has_perm("approvals.decide_approval"):
+    if staff.may_decide(user):
         return turns.Actor(kind="staff", name=f"staff:{user.get_username()}", user=user)
-    return None
+    if staff.may_watch(user):
+        return None
+    raise PermissionDenied("this staff login may not see sessions")
 
 
 class SessionConsumer(AsyncJsonWebsocketConsumer):
@@ -80,11 +84,16 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
         try:
+            # Before the session lookup: who may not see sessions learns nothing of them.
+            self.actor = await database_sync_to_async(connection_actor)(self.scope)
+        except PermissionDenied:
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        try:
             await database_sync_to_async(session_get)(session_id=self.session_id)
         except ApplicationError:
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        self.actor = await database_sync_to_async(connection_actor)(self.scope)
         group = turns.group_name(self.session_id)
         try:
             await self.channel_layer.group_add(group, self.channel_name)

@@ -150,34 +150,15 @@ def edit_preview(approval: Approval, cleaned: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _call_arguments(raw: Any) -> str:
-    # OpenAI tool calls carry their arguments as a JSON string.
-    if isinstance(raw, str):
-        try:
-            return pretty_arguments(json.loads(raw))
-        except json.JSONDecodeError:
-            return raw
-    return pretty_arguments(raw)
-
-
 def conversation(approval: Approval) -> list[dict[str, Any]]:
     """The session's last messages, oldest first, with tool calls unpacked for the template."""
     recent = Message.objects.filter(session_id=approval.session_id).order_by("-seq")
     rows = []
     for message in reversed(recent[:CONVERSATION_MESSAGES]):
-        calls = []
-        for call in message.tool_calls or []:
-            if not isinstance(call, dict):
-                continue
-            function = call.get("function") or {}
-            calls.append(
-                {
-                    "id": call.get("id", ""),
-                    "name": function.get("name", "?"),
-                    "arguments": _call_arguments(function.get("arguments")),
-                    "is_this": call.get("id") == approval.call_id,
-                }
-            )
+        calls = [
+            {**call, "is_this": call["id"] == approval.call_id}
+            for call in message.tool_calls_shown()
+        ]
         rows.append(
             {
                 "seq": message.seq,

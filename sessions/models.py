@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -94,6 +95,33 @@ class Message(models.Model):
             if self.name:
                 data["name"] = self.name
         return data
+
+    def tool_calls_shown(self) -> list[dict[str, str]]:
+        """The assistant's tool calls for a page: id, name and the arguments indented (stored
+        OpenAI-style as a JSON string; a string that is not JSON is shown as it is)."""
+        shown = []
+        for call in self.tool_calls or []:
+            if not isinstance(call, dict):
+                continue
+            function = call.get("function") or {}
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                try:
+                    arguments = json.loads(arguments)
+                except json.JSONDecodeError:
+                    pass
+            shown.append(
+                {
+                    "id": call.get("id", ""),
+                    "name": function.get("name", "?"),
+                    "arguments": (
+                        arguments
+                        if isinstance(arguments, str)
+                        else json.dumps(arguments, indent=2, ensure_ascii=False)
+                    ),
+                }
+            )
+        return shown
 
     def to_dict(self) -> dict[str, Any]:
         """The history form: OpenAI fields plus what the runtime knows about the message."""

@@ -47,6 +47,10 @@ class Script:
     drop: bool = False  # close the connection after the chunks, leaving the chunked body unfinished
     hang: bool = False  # read the request and never answer
     calls_tools: bool = False  # a tool-call reply (see FakeLLM.needs_tool_choice)
+    # Stop before chunk number ``hold_at`` until ``gate`` is set (held()): a test sees the
+    # first part of a reply arrive, and only then lets the rest come.
+    hold_at: int = -1
+    gate: threading.Event | None = None
 
 
 _SSE = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"))
@@ -251,6 +255,13 @@ def json_reply(content: str, tool_calls: list[tuple[str, str, Any]] | None = Non
 
 def hang() -> Script:
     return Script(hang=True)
+
+
+def held(script: Script, *, after: int) -> tuple[Script, threading.Event]:
+    """The streamed ``script`` stopping after ``after`` deltas until the returned event is set."""
+    gate = threading.Event()
+    # chunks[0] is the role-only opening chunk: the deltas follow it.
+    return dataclasses.replace(script, hold_at=after + 1, gate=gate), gate
 
 
 MULTILINE_TEXT = "Hello multiline world\u2028!"
@@ -503,7 +514,11 @@ class FakeLLM:
 
     async def _streamed(self, writer: asyncio.StreamWriter, script: Script) -> bool:
         writer.write(self._head(script, (("Transfer-Encoding", "chunked"),)))
-        for pause, data in script.chunks:
+        for index, (pause, data) in enumerate(script.chunks):
+            if index == script.hold_at and script.gate is not None:
+                await writer.drain()
+                while not script.gate.is_set():
+                    await asyncio.sleep(0.02)
             if pause > 0:
                 await writer.drain()
                 await asyncio.sleep(pause)

@@ -276,8 +276,9 @@ def staff_cookie(*, may_decide: bool) -> list[tuple[bytes, bytes]]:
     from django.test import Client
 
     user = User.objects.create_user("alice" if may_decide else "bob", is_staff=True)
-    if may_decide:
-        user.user_permissions.add(Permission.objects.get(codename="decide_approval"))
+    # Without the decide permission: one who may view sessions in the admin, and so watch.
+    codename = "decide_approval" if may_decide else "view_agentsession"
+    user.user_permissions.add(Permission.objects.get(codename=codename))
     client = Client()
     client.force_login(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()

@@ -8,12 +8,7 @@ fail instead.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,186 +16,19 @@ import httpx
 import pytest
 
 from tests import fakellm
-from tests.e2e.server import API_KEY, ROOT, Runtime
+from tests.browser.common import (
+    LAPTOP,
+    USERNAME,
+    daphne_log_on_failure,
+    ide_socket,
+    log_in,
+    read_turn,
+    start_session,
+)
+from tests.e2e.server import Runtime
 from tests.fakellm import FakeLLM
-from tests.ide_union import check_chunk
-from tests.services import require
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
-
-CHROMIUM = "/usr/bin/chromium"
-# Without the background-networking flags Chromium's own connections are refused on a closed
-# network and it stalls; the rest keep it quiet and headless on a CI box.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 20_000  # page waits: generous, a loaded 2-core machine is slow
-WS_TIMEOUT = 15.0
-LAPTOP = {"width": 1366, "height": 768}
-USERNAME, PASSWORD = "alice", "correct-horse-battery-staple"
-AUTH = {"X-Internal-Auth": API_KEY}
-
-CREATE_STAFF = f"""
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
-user = get_user_model().objects.create_user({USERNAME!r}, password={PASSWORD!r}, is_staff=True)
-user.user_permissions.add(
-    Permission.objects.get(content_type__app_label="approvals", codename="decide_approval")
-)
-"""
-
-
-# --- fixtures: the browser first, so a missing Chromium skips before daphne starts ----------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        require(
-            f"Chromium is not installed at {CHROMIUM} "
-            "(run tests/browser/setup.sh as root, or apt-get install chromium)"
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        require(f"the playwright package is not installed: {exc}")
-    playwright = sync_playwright().start()
-    try:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=60_000
-        )
-    except Exception as exc:
-        playwright.stop()
-        require(f"Playwright cannot launch {CHROMIUM}: {str(exc).splitlines()[0]}")
-    try:
-        yield browser
-    finally:
-        browser.close()
-        playwright.stop()
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    server = FakeLLM().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def runtime(
-    browser: Any, fake: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Runtime]:
-    database = tmp_path_factory.mktemp("staff-console") / "runtime.sqlite3"
-    server = Runtime(database_url=f"sqlite:///{database}", llm_url=fake.url, name="browser")
-    try:
-        server.start()
-        done = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", CREATE_STAFF],
-            cwd=ROOT,
-            env=server.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, f"creating the staff user failed:\n{done.stderr[-3000:]}"
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def page(browser: Any, runtime: Runtime) -> Iterator[Any]:
-    context = browser.new_context(base_url=runtime.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    context.set_default_navigation_timeout(WAIT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-@pytest.fixture
-def laptop(browser: Any, runtime: Runtime) -> Iterator[Any]:
-    """A page the size of a common staff laptop screen, where the console must work unscrolled."""
-    context = browser.new_context(base_url=runtime.url, viewport=LAPTOP)
-    context.set_default_timeout(WAIT_MS)
-    context.set_default_navigation_timeout(WAIT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-@pytest.fixture
-def rest(runtime: Runtime) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=runtime.url, headers=AUTH, timeout=15.0, trust_env=False) as c:
-        yield c
-
-
-@pytest.fixture
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # pytest's temp root (kept for the last few runs), never the work tree.
-    return tmp_path_factory.mktemp("screenshots")
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def daphne_log_on_failure(runtime: Runtime) -> Iterator[None]:
-    """Attach what daphne logged to any failure inside (pytest prints exception notes)."""
-    try:
-        yield
-    except BaseException as exc:
-        exc.add_note(f"--- daphne log ({runtime.log_path}):\n{runtime.log_tail()}")
-        raise
-
-
-def start_session(rest: httpx.Client, session_id: str) -> None:
-    response = rest.post("/sessions", json={"session_id": session_id})
-    assert response.status_code == 201, response.text
-    response = rest.post(
-        f"/agents/{session_id}/switch", json={"target_agent": "coder", "reason": "browser test"}
-    )
-    assert response.status_code == 200, response.text
-    assert response.json()["context"]["current_agent"] == "coder"
-
-
-def ide_socket(runtime: Runtime, session_id: str) -> Any:
-    from websockets.sync.client import connect
-
-    # An IDE: internal key, no Origin header, no proxy from the environment.
-    return connect(
-        f"{runtime.ws_url}/ws/{session_id}",
-        additional_headers=AUTH,
-        open_timeout=WS_TIMEOUT,
-        proxy=None,
-    )
-
-
-def read_turn(ws: Any, *, timeout: float = WS_TIMEOUT) -> list[dict[str, Any]]:
-    """Chunks up to and including the next ``is_final`` one."""
-    chunks: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"no final chunk within {timeout:.0f} s; got {chunks}")
-        try:
-            frame = ws.recv(timeout=remaining)
-        except TimeoutError:
-            raise AssertionError(f"no final chunk within {timeout:.0f} s; got {chunks}") from None
-        chunk = check_chunk(json.loads(frame))  # the IDE decodes it: no other chunk types
-        chunks.append(chunk)
-        if chunk.get("is_final"):
-            return chunks
 
 
 def request_deploy(runtime: Runtime, fake: FakeLLM, rest: httpx.Client, session_id: str) -> Any:
@@ -221,14 +49,6 @@ def request_deploy(runtime: Runtime, fake: FakeLLM, rest: httpx.Client, session_
         ws.close()
         raise
     return ws
-
-
-def log_in(page: Any, next_url: str = "/admin/approvals/approval/") -> None:
-    page.goto(f"/admin/login/?next={next_url}")
-    page.fill("#id_username", USERNAME)
-    page.fill("#id_password", PASSWORD)
-    page.click("#login-form [type=submit]")
-    page.wait_for_url(f"**{next_url}")
 
 
 def open_decide_page(page: Any, session_id: str) -> None:
