@@ -24,7 +24,7 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from agents.chat.terminal import Terminal
+from agents.chat.terminal import CtrlC, Terminal
 from agents.chat.workspace import ToolError, Workspace
 from agents.tools import CONTROL_TOOLS, READ_ONLY_TOOLS, RUNTIME_TOOLS, TOOL_NAMES
 
@@ -305,7 +305,7 @@ class Chat:
             if self.quitting or not step.cancelled():
                 raise
             raise Interrupted from None
-        except KeyboardInterrupt:  # Ctrl-C typed at a terminal prompt
+        except CtrlC:
             raise Interrupted from None
         finally:
             self.phase = IDLE
@@ -342,10 +342,10 @@ class Chat:
             if asking.done():
                 try:
                     return asking.result()
-                except (EOFError, KeyboardInterrupt):
+                except (EOFError, CtrlC):
                     return None
             asking.cancel()
-            with contextlib.suppress(asyncio.CancelledError, EOFError, KeyboardInterrupt):
+            with contextlib.suppress(asyncio.CancelledError, EOFError, CtrlC):
                 await asking
 
     def message_for(self, line: str) -> dict[str, Any] | None:

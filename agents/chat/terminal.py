@@ -26,6 +26,12 @@ from rich.text import Text
 PREVIEW_LINES = 40
 
 
+class CtrlC(Exception):  # noqa: N818 (named after the key)
+    """Ctrl-C typed at a terminal prompt (where the terminal is raw and sends no SIGINT).
+
+    Not KeyboardInterrupt: escaping a task, that one stops the whole event loop."""
+
+
 def _history() -> History:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     folder = Path(state) / "agent-runtime"
@@ -78,8 +84,8 @@ class Terminal:
         threading.Thread(target=read, name="chat-stdin", daemon=True).start()
 
     async def ask(self, label: str, *, default: str = "", multiline: bool = False) -> str:
-        """One answer. EOFError: end of input (Ctrl-D); KeyboardInterrupt: Ctrl-C typed at a
-        terminal prompt (elsewhere Ctrl-C is a signal, handled by the client)."""
+        """One answer. EOFError: end of input (Ctrl-D); CtrlC: Ctrl-C typed at a terminal
+        prompt (elsewhere Ctrl-C is a signal, handled by the client)."""
         self.stop_thinking()
         self.end_line()
         if self.prompt is not None:
@@ -91,6 +97,8 @@ class Terminal:
                     multiline=multiline,
                     handle_sigint=False,  # the client's own SIGINT handler stays in place
                 )
+            except KeyboardInterrupt:
+                raise CtrlC from None
             except asyncio.CancelledError:
                 self.draft = self.prompt.default_buffer.text
                 raise

@@ -55,6 +55,8 @@ class Command(BaseCommand):
             asyncio.run(_run(chat))
         except (ChatError, ToolError) as exc:
             raise CommandError(str(exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C before the chat took over its handling
+            return
 
 
 async def _run(chat: Chat) -> None:
