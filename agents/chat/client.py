@@ -335,18 +335,27 @@ class Chat:
                 await self.follow(await self.inbox.get())
                 continue
             label = "answer" if self.question else "you"
-            asking = asyncio.ensure_future(self.terminal.ask(label))
-            arriving = asyncio.ensure_future(self.inbox.wait())
-            await asyncio.wait({asking, arriving}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                line = await self.before_next_frame(self.terminal.ask(label))
+            except (EOFError, CtrlC):
+                return None
+            if line is not None:
+                return line
+
+    async def before_next_frame(self, work: Awaitable[T]) -> T | None:
+        """``work``'s result, or None when a frame arrives first (``work`` is then stopped:
+        the session moved on while the user was answering, and the answer may be moot)."""
+        doing = asyncio.ensure_future(work)
+        arriving = asyncio.ensure_future(self.inbox.wait())
+        try:
+            await asyncio.wait({doing, arriving}, return_when=asyncio.FIRST_COMPLETED)
+            return doing.result() if doing.done() else None
+        finally:
             arriving.cancel()
-            if asking.done():
-                try:
-                    return asking.result()
-                except (EOFError, CtrlC):
-                    return None
-            asking.cancel()
-            with contextlib.suppress(asyncio.CancelledError, EOFError, CtrlC):
-                await asking
+            if not doing.done():
+                doing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await doing
 
     def message_for(self, line: str) -> dict[str, Any] | None:
         """What a typed line sends: a message, an answer to an open question, or a command."""
@@ -469,13 +478,21 @@ class Chat:
         self.terminal.approval(name, arguments)
         while True:
             try:
-                message = await self.local(self.decision(call_id, arguments))
+                message = await self.before_next_frame(
+                    self.local(self.decision(call_id, arguments))
+                )
             except Interrupted:
                 self.terminal.note("left undecided; your next message cancels it", "yellow")
                 return False
             except EOFError:
                 self.quit()
                 return False
+            if message is None:  # a frame came first: decided elsewhere (the admin, say)?
+                if not await self.pending(call_id):
+                    self.terminal.note(f"{name} was decided elsewhere", "yellow")
+                    return True  # what was decided follows
+                await self.on_chunk(await self.inbox.get())
+                continue
             await self.send(message)
             answer = await self.next_chunk()
             if answer.get("type") != "error" or not await self.pending(call_id):

@@ -63,7 +63,8 @@ class Terminal:
         self.status: Status | None = None
         self.prompt: PromptSession[str] | None = None
         self.lines: asyncio.Queue[str | None] | None = None
-        self.draft = ""  # what was typed at a prompt that a server frame interrupted
+        # What was typed at a prompt a server frame interrupted, by the prompt's label.
+        self.drafts: dict[str, str] = {}
 
     # --- input -----------------------------------------------------------------------------
 
@@ -89,7 +90,7 @@ class Terminal:
         self.stop_thinking()
         self.end_line()
         if self.prompt is not None:
-            draft, self.draft = self.draft, ""
+            draft = self.drafts.pop(label, "")
             try:
                 return await self.prompt.prompt_async(
                     [("bold", f"{label}> ")],
@@ -100,7 +101,7 @@ class Terminal:
             except KeyboardInterrupt:
                 raise CtrlC from None
             except asyncio.CancelledError:
-                self.draft = self.prompt.default_buffer.text
+                self.drafts[label] = self.prompt.default_buffer.text
                 raise
         assert self.lines is not None
         self.console.print(f"{label}> ", end="", markup=False)
@@ -131,6 +132,8 @@ class Terminal:
 
     def token(self, text: str, *, agent: str | None = None) -> None:
         self.stop_thinking()
+        if not self.mid_line and not text.strip():
+            return  # blank at the start of a line shows nothing (the rest of a cancelled reply)
         if not self.mid_line and agent:
             self.console.print(Text(f"{agent}: ", style="bold cyan"), end="")
         self.console.print(Text(text), end="")

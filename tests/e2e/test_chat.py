@@ -19,10 +19,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests import fakellm
-from tests.e2e.conftest import start_runtime
+from tests.e2e.conftest import AUTH, start_runtime
 from tests.e2e.server import API_KEY, ROOT, Runtime
 
 pytestmark = pytest.mark.e2e
@@ -255,9 +256,35 @@ def test_ctrl_c_cancels_the_turn_and_a_second_one_quits(runtime, fake, workspace
     chat.proc.send_signal(signal.SIGINT)
     output = chat.wait_for("The turn was cancelled.")
     assert words[-1] not in output
-    chat.wait_for("you> ", since=len(output))  # the prompt again: the chat still runs
+    # The prompt again: the chat still runs.
+    chat.wait_for("you> ", since=output.index("The turn was cancelled."))
     assert chat.proc.poll() is None
     chat.proc.send_signal(signal.SIGINT)
     code, output = chat.finish()  # stdin is still open: the signal alone ended it
     assert code == 0, output
     assert words[-1] not in output
+
+
+def test_a_decision_made_elsewhere_ends_the_question(runtime, fake, workspace, sqlite_url):
+    """The user sits at the approval prompt; someone decides over REST (as the admin or the
+    playground would, through the same service): the chat runs what was released."""
+    call_id, script = call("write_file", {"path": "elsewhere.txt", "content": "decided\n"})
+    fake.enqueue(script, fakellm.text("Done."))
+    chat = ChatProcess(runtime, workspace, "--agent", "coder")
+    chat.type("write it")
+    chat.wait_for("[a]pprove, [e]dit or [r]eject> ")
+    decided = httpx.post(
+        f"{runtime.url}/sessions/{chat.session}/approvals/{call_id}/decision",
+        json={"decision": "approve", "decided_by": "reviewer", "feedback": "fine by me"},
+        headers=AUTH,
+        timeout=WAIT,
+    )
+    assert decided.status_code == 200, decided.text
+    chat.wait_for("coder: Done.")
+    chat.type(close=True)
+    code, output = chat.finish()
+    assert code == 0, output
+    assert "write_file was decided elsewhere" in output
+    assert "approved by" in output and "fine by me" in output
+    assert (workspace / "elsewhere.txt").read_text() == "decided\n"
+    assert approval_row(sqlite_url, call_id)[:3] == ("approved", "ide", "ide:reviewer")
