@@ -34,6 +34,8 @@ EXECUTED_HERE = frozenset(TOOL_NAMES) - RUNTIME_TOOLS - CONTROL_TOOLS
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a write_file call carries a whole file
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")  # noqa: S104 (a host to call, not to bind)
 CLOSE_REASONS = {
+    1001: "the runtime went away (stopping or restarting)",
+    1006: "the connection was lost (is the runtime still running?)",
     4401: "the runtime refused the API key (set INTERNAL_API_KEY to the server's key)",
     4404: "the runtime does not know this session",
     4503: "the runtime's channel layer is unreachable; try again in a moment",

@@ -132,8 +132,11 @@ class Terminal:
 
     def token(self, text: str, *, agent: str | None = None) -> None:
         self.stop_thinking()
-        if not self.mid_line and not text.strip():
-            return  # blank at the start of a line shows nothing (the rest of a cancelled reply)
+        if not self.mid_line:
+            # A new line (or one a note broke, as Ctrl-C's does) starts at the text itself.
+            text = text.lstrip()
+            if not text:
+                return
         if not self.mid_line and agent:
             self.console.print(Text(f"{agent}: ", style="bold cyan"), end="")
         self.console.print(Text(text), end="")

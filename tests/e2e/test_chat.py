@@ -288,3 +288,13 @@ def test_a_decision_made_elsewhere_ends_the_question(runtime, fake, workspace, s
     assert "approved by" in output and "fine by me" in output
     assert (workspace / "elsewhere.txt").read_text() == "decided\n"
     assert approval_row(sqlite_url, call_id)[:3] == ("approved", "ide", "ide:reviewer")
+
+
+def test_a_followup_question_is_answered_by_the_next_line(runtime, fake, workspace):
+    call_id, script = call("ask_followup_question", {"question": "Which file do you mean?"})
+    fake.enqueue(script, fakellm.text("Thanks, app.py it is."))
+    _, output = run_chat(runtime, workspace, "fix it", "app.py", args=("--agent", "coder"))
+    assert "? Which file do you mean?" in output
+    assert "answer> app.py" in output
+    assert tool_message(fake.requests[-1], call_id) == "app.py"
+    assert "coder: Thanks, app.py it is." in output
