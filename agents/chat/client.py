@@ -368,7 +368,7 @@ class Chat:
         if text == "/help":
             self.terminal.note(HELP)
             return None
-        if text.startswith("/agent"):
+        if text == "/agent" or text.startswith("/agent "):
             name = text.removeprefix("/agent").strip()
             if not name:
                 self.terminal.note(f"the agent is {self.agent}; /agent NAME switches")

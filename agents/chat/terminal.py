@@ -23,7 +23,7 @@ from rich.panel import Panel
 from rich.status import Status
 from rich.text import Text
 
-PREVIEW_LINES = 40
+PREVIEW_LINES = 200  # of a file's content in an approval; [e]dit shows all of it
 
 
 class CtrlC(Exception):  # noqa: N818 (named after the key)
@@ -160,10 +160,9 @@ class Terminal:
         shown = ", ".join(f"{k}={_short(v)}" for k, v in arguments.items())
         self.note(f"{prefix} {tool_name}({shown})", "yellow")
 
-    def approval(
-        self, tool_name: str, arguments: dict[str, Any], *, reason: str | None = None
-    ) -> None:
-        """A call held for approval, in full: the user decides on what will really run."""
+    def approval(self, tool_name: str, arguments: dict[str, Any]) -> None:
+        """A call held for approval, every argument (a long file's first lines): the user
+        decides on what will really run."""
         self.stop_thinking()
         self.end_line()
         body = Text()
@@ -179,9 +178,10 @@ class Terminal:
             body.append("content:\n", style="bold")
             body.append("\n".join(lines[:PREVIEW_LINES]) + "\n")
             if len(lines) > PREVIEW_LINES:
-                body.append(f"[... {len(lines) - PREVIEW_LINES} more lines]\n", style="dim")
-        if reason:
-            body.append(reason, style="dim italic")
+                body.append(
+                    f"[... {len(lines) - PREVIEW_LINES} more lines: e shows them all]\n",
+                    style="dim",
+                )
         body.rstrip()
         title = f"{tool_name} waits for your approval"
         self.console.print(Panel(body if body.plain else Text("(no arguments)"), title=title))
