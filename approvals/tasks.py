@@ -8,6 +8,7 @@ from django.conf import settings
 from django_q.tasks import async_task
 
 from agents.turns import resume_session as continue_session
+from approvals.models import Approval
 from approvals.services import approvals_expire
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,11 @@ def expire_approvals(*, inline: bool = False) -> int:
         # The embedded defaults: the server process expires approvals itself (agents.turns),
         # so that the sessions' open sockets, which only it can reach, hear of it.
         return 0
+    return len(expire_and_continue(inline=inline))
+
+
+def expire_and_continue(*, inline: bool) -> list[Approval]:
+    """Expire what is stale and continue each session (here, or in a task each)."""
     expired = approvals_expire()
     for approval in expired:
         if inline:
@@ -35,7 +41,7 @@ def expire_approvals(*, inline: bool = False) -> int:
                 approval.call_id,
                 group="resume-after-decision",
             )
-    return len(expired)
+    return expired
 
 
 def resume_session(session_id: str, call_id: str) -> None:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from sessions.models import AgentSession, AuditEvent, LLMRequest, Message
+
+
+def sessions_to_purge(*, older_than_days: int) -> QuerySet[AgentSession]:
+    """Sessions deleted, or idle, for longer than ``older_than_days``: what the purge deletes."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    return AgentSession.objects.filter(
+        Q(deleted_at__lt=cutoff) | Q(deleted_at__isnull=True, last_activity__lt=cutoff)
+    ).order_by("last_activity", "id")
 
 
 def session_list(*, limit: int, offset: int, active_only: bool) -> tuple[list[AgentSession], int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -14,6 +13,7 @@ from django.utils import timezone
 from agent_runtime.errors import ApplicationError, Conflict, NotFound
 from sessions import locks
 from sessions.models import AgentSession, AuditEvent, Message
+from sessions.selectors import sessions_to_purge
 from sessions.signals import session_created, session_deleting
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -142,10 +142,7 @@ def message_append(
 
 def sessions_purge(*, older_than_days: int, for_real: bool) -> int:
     """Delete soft-deleted sessions (and inactive ones past retention) for good."""
-    cutoff = timezone.now() - timedelta(days=older_than_days)
-    doomed = AgentSession.objects.filter(deleted_at__lt=cutoff) | AgentSession.objects.filter(
-        deleted_at__isnull=True, last_activity__lt=cutoff
-    )
+    doomed = sessions_to_purge(older_than_days=older_than_days)
     count = doomed.count()
     if for_real and count:
         doomed.delete()

@@ -12,9 +12,13 @@ class Command(BaseCommand):
     help = "Print the URL, which API key is in use (never a real one) and how to log in."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", default="8000")
-        parser.add_argument("--workers", type=int, default=1)
+        parser.add_argument(
+            "--host", default="127.0.0.1", help="The address the server listens on."
+        )
+        parser.add_argument("--port", default="8000", help="The port the server listens on.")
+        parser.add_argument(
+            "--workers", type=int, default=1, help="How many server processes share the port."
+        )
 
     def handle(self, *args: Any, host: str, port: str, workers: int, **options: Any) -> None:
         url = f"http://{host}:{port}"
