@@ -15,8 +15,7 @@ from agents.chat.workspace import ToolError, Workspace
 
 class Command(BaseCommand):
     help = (
-        "Chat with a running runtime over its WebSocket, running its tool calls in a "
-        "workspace (writes and commands only after you approve them)."
+        "Chat with a running runtime; its tool calls run in --workspace, changes once you approve."
     )
     # A client: the server's configuration is not its business, and it never opens the database.
     requires_system_checks: list[str] = []
@@ -27,10 +26,15 @@ class Command(BaseCommand):
             help="the runtime, e.g. http://127.0.0.1:8000 (default: the one `make run` starts, "
             "at $HOST:$PORT)",
         )
-        parser.add_argument("--session", help="a session id to continue (created if new)")
-        parser.add_argument("--agent", help="switch the session to this agent first")
+        parser.add_argument(
+            "--session", metavar="ID", help="a session id to continue (created if new)"
+        )
+        parser.add_argument(
+            "--agent", metavar="NAME", help="switch the session to this agent first"
+        )
         parser.add_argument(
             "--workspace",
+            metavar="DIR",
             default=".",
             help="the directory tool calls run in and may not leave (default: here)",
         )
