@@ -10,7 +10,7 @@ import random
 import ssl
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -29,6 +29,7 @@ from agents.llm.base import (
     StreamEvent,
     TextDelta,
 )
+from agents.llm.transport import Transport
 from agents.llm.wire import (
     MAX_CONNECTIONS,
     MAX_ERROR_BODY_BYTES,
@@ -43,9 +44,6 @@ from agents.llm.wire import (
 
 logger = logging.getLogger(__name__)
 HEALTH_TIMEOUT_SECONDS = 2.0
-POOL_SHARDS = 8
-POOL_STREAMS = 16  # streams on a pool before the next one is used
-KEEPALIVE_CONNECTIONS = 256
 
 
 class _IdleWatch:
@@ -151,8 +149,7 @@ class OpenAIClient(LLMProvider):
             self._auth_headers["Authorization"] = f"Bearer {api_key}"
         if internal_auth:
             self._auth_headers["X-Internal-Auth"] = internal_auth
-        self._http: list[httpx.AsyncClient] = []
-        self._busy: list[int] = []  # open streams per pool
+        self._http: httpx.AsyncClient | None = None
         self._tls: ssl.SSLContext | None = None
         self._http_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
@@ -160,65 +157,29 @@ class OpenAIClient(LLMProvider):
         return f"<OpenAIClient {self.base_url} model={self.model}>"
 
     def _client(self) -> httpx.AsyncClient:
-        index = self._pick()  # first: it may replace the list of pools
-        return self._http[index]
-
-    def _pick(self) -> int:
-        """Which connection pool of this event loop takes the next request: the first with
-        fewer than POOL_STREAMS open streams (so sequential requests keep reusing one
-        connection), a new one while there are fewer than POOL_SHARDS, else the least busy.
-
-        httpcore's pool walks every queued request and connection each time one starts or
-        ends, so its cost grows with the square of the streams sharing it; with 100 streams
-        on one pool that walk was 7 % of the server's CPU. Pooled connections belong to the
-        loop that opened them; under daphne there is one loop, but tests and
-        ``async_to_sync`` callers run several over the life of the process.
-        """
+        """This event loop's client. Pooled connections belong to the loop that opened them;
+        under daphne there is one loop, but tests and ``async_to_sync`` callers run several
+        over the life of the process."""
         loop = asyncio.get_running_loop()
-        if self._http_loop is None or self._http_loop() is not loop:
-            self._http, self._busy = [], []
+        if self._http is None or self._http_loop is None or self._http_loop() is not loop:
+            if self._tls is None:  # loading the CA bundle takes tens of ms: once per client
+                self._tls = httpx.create_ssl_context()
+            self._http = httpx.AsyncClient(
+                transport=Transport(tls=self._tls, max_connections=MAX_CONNECTIONS),
+                # Reads are bounded by the first-byte and idle deadlines below, not by httpx.
+                timeout=httpx.Timeout(
+                    connect=self.connect_timeout,
+                    read=None,
+                    write=self.connect_timeout,
+                    pool=self.connect_timeout,
+                ),
+            )
             self._http_loop = weakref.ref(loop)
-        for index, busy in enumerate(self._busy):
-            if busy < POOL_STREAMS:
-                return index
-        if len(self._http) < POOL_SHARDS:
-            self._http.append(self._new_pool())
-            self._busy.append(0)
-            return len(self._http) - 1
-        return self._busy.index(min(self._busy))
-
-    def _take(self) -> tuple[httpx.AsyncClient, Callable[[], None]]:
-        """A pool for one stream, counted against it; and what to call once it is closed."""
-        index = self._pick()
-        busy = self._busy
-        busy[index] += 1
-
-        def done() -> None:
-            busy[index] -= 1  # the list of the pools it came from, even if replaced since
-
-        return self._http[index], done
-
-    def _new_pool(self) -> httpx.AsyncClient:
-        if self._tls is None:  # loading the CA bundle takes tens of ms: once per client
-            self._tls = httpx.create_ssl_context()
-        return httpx.AsyncClient(
-            verify=self._tls,
-            # Reads are bounded by the first-byte and idle deadlines below, not by httpx.
-            timeout=httpx.Timeout(
-                connect=self.connect_timeout,
-                read=None,
-                write=self.connect_timeout,
-                pool=self.connect_timeout,
-            ),
-            limits=httpx.Limits(
-                max_connections=MAX_CONNECTIONS // POOL_SHARDS,
-                max_keepalive_connections=KEEPALIVE_CONNECTIONS // POOL_SHARDS,
-            ),
-        )
+        return self._http
 
     async def aclose(self) -> None:
-        pools, self._http, self._http_loop = self._http, [], None
-        for http in pools:
+        http, self._http, self._http_loop = self._http, None, None
+        if http is not None:
             with contextlib.suppress(Exception):  # its loop may be gone already
                 await http.aclose()
 
@@ -318,12 +279,7 @@ class OpenAIClient(LLMProvider):
         loop = asyncio.get_running_loop()
         # The first-byte deadline covers connecting, the response headers and the first event.
         deadline = loop.time() + self.first_byte_timeout
-        client, done = self._take()
-        try:
-            response = await self._send(client, payload, deadline)
-        except BaseException:
-            done()
-            raise
+        response = await self._send(self._client(), payload, deadline)
         watch = _IdleWatch(self.idle_timeout)
         try:
             chunks = response.aiter_bytes()
@@ -369,7 +325,6 @@ class OpenAIClient(LLMProvider):
                 await drain(chunks)
             yield state.completion()
         finally:
-            done()
             watch.close()
             with contextlib.suppress(Exception):
                 await response.aclose()
