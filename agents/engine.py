@@ -66,23 +66,26 @@ class Reply:
     def __init__(self, emit: Emit, *, whole: bool) -> None:
         self.emit = emit
         self.whole = whole
-        self.held: list[str] = []
+        self.held = ""  # token mode: the last character so far; message mode: all the text
+        self.parts: list[str] = []  # message mode
 
     async def add(self, text: str) -> None:
         if self.whole:
-            self.held.append(text)
+            self.parts.append(text)
             return
-        pending = "".join(self.held) + text
-        self.held = [pending[-1:]] if pending else []
+        pending = self.held + text
         if len(pending) > 1:
+            self.held = pending[-1]
             await self.emit(token_chunk(pending[:-1]))
+        else:
+            self.held = pending
 
     async def flush(self, *, is_final: bool = False) -> bool:
         """Send what is held back; False if there was nothing."""
-        if not self.held:
+        text = self.held + "".join(self.parts)
+        self.held, self.parts = "", []
+        if not text:
             return False
-        text = "".join(self.held)
-        self.held.clear()
         await self.emit(token_chunk(text, is_final=is_final))
         return True
 

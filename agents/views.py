@@ -129,32 +129,47 @@ def sse_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
     return response
 
 
+_QUIET = object()  # what the keepalive timer puts in a quiet stream's queue
+
+
 async def sse_stream(listener: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
     """Frames from the turn's queue, with a keepalive comment whenever it is quiet.
 
     Whatever is already queued goes out in one write: one wake-up per burst, not per token,
-    and never a wait for more.
+    and never a wait for more. The keepalive is one timer per stream that looks back when it
+    fires (a timeout context around every wait cost a timer per token).
     """
-    while True:
-        if listener.empty():
-            try:
-                async with asyncio.timeout(settings.KEEPALIVE_SECONDS):
-                    chunk = await listener.get()
-            except TimeoutError:
-                yield KEEPALIVE_FRAME
-                continue
+    loop = asyncio.get_running_loop()
+    every = settings.KEEPALIVE_SECONDS
+    last = loop.time()
+    timer: asyncio.TimerHandle
+
+    def check() -> None:
+        nonlocal timer
+        now = loop.time()
+        if now - last >= every:
+            listener.put_nowait(_QUIET)
+            timer = loop.call_at(now + every, check)
         else:
-            chunk = listener.get_nowait()
-        frames = []
-        while chunk is not None:
-            frames.append(sse_frame(chunk))
-            if listener.empty():
-                break
-            chunk = listener.get_nowait()
-        if frames:
-            yield b"".join(frames)
-        if chunk is None:
-            return
+            timer = loop.call_at(last + every, check)
+
+    timer = loop.call_at(last + every, check)
+    try:
+        while True:
+            chunk = listener.get_nowait() if not listener.empty() else await listener.get()
+            frames = []
+            while chunk is not None:
+                frames.append(KEEPALIVE_FRAME if chunk is _QUIET else sse_frame(chunk))
+                if listener.empty():
+                    break
+                chunk = listener.get_nowait()
+            if frames:
+                last = loop.time()
+                yield b"".join(frames)
+            if chunk is None:
+                return
+    finally:
+        timer.cancel()
 
 
 @csrf_exempt

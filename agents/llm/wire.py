@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 
 from agents.llm.base import (
     Completion,
@@ -61,10 +62,13 @@ class SSEDecoder:
         if self._skip_lf:
             self._skip_lf = False
             chunk = chunk.removeprefix(b"\n")
-        buf = self._tail + chunk
-        lines = _LINE_END.split(buf)
+        buf = self._tail + chunk if self._tail else chunk
+        if b"\r" in buf:
+            lines = _LINE_END.split(buf)
+            self._skip_lf = buf.endswith(b"\r")
+        else:  # what nearly every server sends: LF only, and bytes.split is 5x a regex split
+            lines = buf.split(b"\n")
         self._tail = lines.pop()
-        self._skip_lf = buf.endswith(b"\r")
         events: list[str] = []
         for line in lines:
             if not line:  # a blank line dispatches the event
@@ -112,9 +116,12 @@ class StreamState:
             self.done = True
             return ""
         try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise LLMProtocolError("The LLM sent a malformed stream (not JSON).") from None
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            try:  # orjson refuses lone surrogates (\\ud800), which json takes
+                chunk = json.loads(data)
+            except ValueError:
+                raise LLMProtocolError("The LLM sent a malformed stream (not JSON).") from None
         if not isinstance(chunk, dict):
             raise LLMProtocolError("The LLM sent a malformed stream chunk.")
         if chunk.get("error") and not chunk.get("choices"):
