@@ -15,6 +15,7 @@ import functools
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -48,6 +49,7 @@ FLUSH_SECONDS = 10.0
 RELEASE_WAIT_SECONDS = 5.0
 LAYER_LOG_EVERY_SECONDS = 30.0
 PRESENCE_SECONDS = 0.5  # how old a "nobody listens to this session" may be (Redis layer)
+CENSUS_WINDOW_SECONDS = 0.05  # counts asked within this time share one Redis round trip
 _running: dict[str, asyncio.Task[None]] = {}  # this process's turns, by session
 _background: set[asyncio.Task[Any]] = set()  # strong references, so tasks are not collected
 
@@ -137,11 +139,12 @@ class Audience:
     """Whether anyone (a socket, an /events follower, in any process) listens to a group.
 
     With the in-memory layer the layer's own table says so, exactly and for free. With Redis
-    the group's live members are counted, at most every PRESENCE_SECONDS, by the sender task:
-    a turn nobody follows then costs a count twice a second instead of a ``group_send`` per
-    burst of tokens (a third of the server's CPU under load). A listener that joined before
-    the turn started is always seen; one that joins while it streams gets its chunks within
-    PRESENCE_SECONDS, as if it had joined that much later. Other layers: always sent.
+    the group's live members are counted when the turn's first chunks go out, then at most
+    every PRESENCE_SECONDS (``Census`` batches those counts of all the process's turns into one
+    round trip): a turn nobody follows costs no ``group_send`` per burst of tokens (a third of
+    the server's CPU under load). A listener that joined before the turn started is always
+    seen; one that joins while it streams gets its chunks within PRESENCE_SECONDS (and a
+    census window), as if it had joined that much later. Other layers: always sent.
     """
 
     def __init__(self, layer: BaseChannelLayer, group: str) -> None:
@@ -149,47 +152,98 @@ class Audience:
         self.local: dict[str, Any] | None = (
             layer.groups if isinstance(layer, InMemoryChannelLayer) else None
         )
-        self.count = _member_counter(layer)
+        self.census = Census.of(layer)
         self.heard = True  # until counted
-        self.counted_at = -PRESENCE_SECONDS
+        self.counted_at: float | None = None
 
     def surely_none(self) -> bool:
         """True when a chunk may be dropped without asking anyone (called per chunk)."""
         if self.local is not None:
             return not self.local.get(self.group)
-        return not self.heard and time.monotonic() - self.counted_at < PRESENCE_SECONDS
+        return (
+            not self.heard
+            and self.counted_at is not None
+            and time.monotonic() - self.counted_at < PRESENCE_SECONDS
+        )
 
     async def listening(self) -> bool:
-        if self.count is None:
+        if self.census is None:
             return self.local is None or bool(self.local.get(self.group))
-        now = time.monotonic()
-        if now - self.counted_at >= PRESENCE_SECONDS:
-            self.counted_at = now
+        first = self.counted_at is None
+        if first or time.monotonic() - self.counted_at >= PRESENCE_SECONDS:  # type: ignore[operator]
+            self.counted_at = time.monotonic()
             try:
-                self.heard = await self.count(self.group) > 0
+                self.heard = await self.census.count(self.group, at_once=first) > 0
             except Exception:  # cannot tell: send, and let the send report the layer
                 self.heard = True
         return self.heard
 
 
-def _member_counter(layer: BaseChannelLayer) -> Callable[[str], Awaitable[int]] | None:
-    """How many live members a group has, for channels_redis' layer (its group is a sorted
-    set of channel -> time joined; members older than ``group_expiry`` are dead)."""
-    try:
-        from channels_redis.core import RedisChannelLayer
-    except ImportError:  # pragma: no cover - channels_redis is a dependency
-        return None
-    if not isinstance(layer, RedisChannelLayer):
-        return None
-    redis_layer = layer
+class Census:
+    """Counts the live members of channels_redis groups (a sorted set of channel -> time joined;
+    members older than ``group_expiry`` are dead), one pipeline for all the counts asked within
+    CENSUS_WINDOW_SECONDS."""
 
-    async def count(group: str) -> int:
-        connection = redis_layer.connection(redis_layer.consistent_hash(group))
-        key = redis_layer._group_key(group)
-        oldest = int(time.time()) - redis_layer.group_expiry
-        return int(await connection.zcount(key, oldest, "+inf"))
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Census] = (
+        weakref.WeakKeyDictionary()
+    )
 
-    return count
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.asked: dict[str, list[asyncio.Future[int]]] = {}
+        self.flushing: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, layer: BaseChannelLayer) -> Census | None:
+        try:
+            from channels_redis.core import RedisChannelLayer
+        except ImportError:  # pragma: no cover - channels_redis is a dependency
+            return None
+        if not isinstance(layer, RedisChannelLayer):
+            return None
+        loop = asyncio.get_running_loop()
+        census = cls._by_loop.get(loop)
+        if census is None or census.layer is not layer:
+            census = cls._by_loop[loop] = cls(layer)
+        return census
+
+    def _key(self, group: str) -> tuple[int, Any, int]:
+        oldest = int(time.time()) - self.layer.group_expiry
+        return self.layer.consistent_hash(group), self.layer._group_key(group), oldest
+
+    async def count(self, group: str, *, at_once: bool = False) -> int:
+        if at_once:
+            index, key, oldest = self._key(group)
+            return int(await self.layer.connection(index).zcount(key, oldest, "+inf"))
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.asked.setdefault(group, []).append(answer)
+        if self.flushing is None:
+            self.flushing = asyncio.create_task(self._flush())
+        return await answer
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(CENSUS_WINDOW_SECONDS)
+        asked, self.asked, self.flushing = self.asked, {}, None
+        by_index: dict[int, list[tuple[str, Any, int]]] = {}
+        for group in asked:
+            index, key, oldest = self._key(group)
+            by_index.setdefault(index, []).append((group, key, oldest))
+        for index, groups in by_index.items():
+            try:
+                async with self.layer.connection(index).pipeline(transaction=False) as pipe:
+                    for _, key, oldest in groups:
+                        pipe.zcount(key, oldest, "+inf")
+                    counts = await pipe.execute()
+            except Exception as exc:
+                for group, _, _ in groups:
+                    for answer in asked[group]:
+                        if not answer.done():
+                            answer.set_exception(exc)
+                continue
+            for (group, _, _), n in zip(groups, counts, strict=True):
+                for answer in asked[group]:
+                    if not answer.done():
+                        answer.set_result(int(n))
 
 
 _layer_failure_logged_at = -LAYER_LOG_EVERY_SECONDS
