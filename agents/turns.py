@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
@@ -34,14 +33,14 @@ from agents.registry import UnknownAgent, get_agent
 from approvals.models import Approval
 from approvals.services import approval_decide, approvals_expire
 from sessions import locks
-from sessions.db import TRANSIENT
+from sessions.db import TRANSIENT, db_call
 
 if TYPE_CHECKING:
     from channels.layers import BaseChannelLayer
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-db = database_sync_to_async
+db = db_call
 
 FLUSH_SECONDS = 10.0
 # How long the end of a turn waits for its lease to be released before the caller's stream

@@ -10,11 +10,13 @@ DB_RETRY_SECONDS, then gives up with ``DatabaseUnavailable``, which the client r
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from channels.db import database_sync_to_async
+from channels.db import DatabaseSyncToAsync, database_sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -26,6 +28,24 @@ T = TypeVar("T")
 TRANSIENT = (OperationalError, InterfaceError)
 FIRST_DELAY = 0.05
 MAX_DELAY = 1.0
+
+
+@functools.cache
+def _pool_threads() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(settings.DB_POOL_MAX_SIZE, thread_name_prefix="db")
+
+
+def db_call(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """``database_sync_to_async(fn)``, on threads of their own where the database can use them.
+
+    Channels runs every such call on one thread (thread-sensitive): right for SQLite, which
+    takes one writer at a time anyway, but with PostgreSQL it queued a hundred turn starts
+    behind one another's round trips. With a connection pool each call takes a pooled
+    connection and gives it back, so any thread will do: up to DB_POOL_MAX_SIZE run at once.
+    """
+    if settings.USES_POOL:
+        return DatabaseSyncToAsync(fn, thread_sensitive=False, executor=_pool_threads())
+    return database_sync_to_async(fn)
 
 
 class DatabaseUnavailable(ApplicationError):
@@ -41,7 +61,7 @@ class DatabaseUnavailable(ApplicationError):
 async def durable(
     what: str, fn: Callable[..., T], /, *, seconds: float | None = None, **kwargs: Any
 ) -> T:
-    """``await database_sync_to_async(fn)(**kwargs)``, retried through transient errors for
+    """``await db_call(fn)(**kwargs)``, retried through transient errors for
     ``seconds`` (default DB_RETRY_SECONDS).
 
     ``what`` completes "could not ..." in logs and in the client's error.
@@ -49,7 +69,7 @@ async def durable(
     loop = asyncio.get_running_loop()
     give_up = loop.time() + (settings.DB_RETRY_SECONDS if seconds is None else seconds)
     delay = FIRST_DELAY
-    call = database_sync_to_async(fn)
+    call = db_call(fn)
     while True:
         try:
             return await call(**kwargs)
