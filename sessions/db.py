@@ -32,7 +32,9 @@ MAX_DELAY = 1.0
 
 @functools.cache
 def _pool_threads() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(settings.DB_POOL_MAX_SIZE, thread_name_prefix="db")
+    # Half the pool: the other half stays for requests served by Django's own threads (REST,
+    # the admin), so turns stuck on a database that is coming back cannot starve them.
+    return ThreadPoolExecutor(max(1, settings.DB_POOL_MAX_SIZE // 2), thread_name_prefix="db")
 
 
 def db_call(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
@@ -41,7 +43,7 @@ def db_call(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     Channels runs every such call on one thread (thread-sensitive): right for SQLite, which
     takes one writer at a time anyway, but with PostgreSQL it queued a hundred turn starts
     behind one another's round trips. With a connection pool each call takes a pooled
-    connection and gives it back, so any thread will do: up to DB_POOL_MAX_SIZE run at once.
+    connection and gives it back, so any thread will do: up to half of DB_POOL_MAX_SIZE at once.
     """
     if settings.USES_POOL:
         return DatabaseSyncToAsync(fn, thread_sensitive=False, executor=_pool_threads())
