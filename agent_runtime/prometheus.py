@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from agent_runtime.errors import method_not_allowed
-from agents.llm import breaker_state
+from agents.llm import breaker_state, breaker_states
 from approvals.models import Approval
 from sessions.selectors import event_metrics
 
@@ -129,6 +129,12 @@ def render() -> str:
         "gauge",
         "1 while this process's LLM circuit breaker is open.",
         [({}, 1 if breaker_state() == "open" else 0)],
+    )
+    lines += _family(
+        "llm_breaker_open",
+        "gauge",
+        "1 while this process's circuit breaker for the LLM endpoint (host:port) is open.",
+        (({"endpoint": name}, 1 if state == "open" else 0) for name, state in breaker_states().items()),
     )
     lines += _family(
         "info", "gauge", "Version of the runtime.", [({"version": settings.VERSION}, 1)]

@@ -33,8 +33,12 @@ def chunk(type: str, **fields: Any) -> dict[str, Any]:
     return data
 
 
-def token_chunk(text: str, *, is_final: bool = False) -> dict[str, Any]:
-    return chunk("assistant_message", content=text, token=text, is_final=is_final)
+def token_chunk(
+    text: str, *, is_final: bool = False, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return chunk(
+        "assistant_message", content=text, token=text, is_final=is_final, metadata=metadata
+    )
 
 
 def tool_call_chunk(

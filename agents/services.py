@@ -283,6 +283,7 @@ def completion_record(
                     role=Message.Role.ASSISTANT,
                     content=partial_text,
                     agent=agent,
+                    finish_reason=llm.get("finish_reason", ""),
                 )
             return []
         taken = set(
@@ -325,6 +326,7 @@ def completion_record(
             agent=agent,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
+            finish_reason=completion.finish_reason or "",
         )
         ToolCall.objects.bulk_create(calls)
         for call in calls:

@@ -103,6 +103,7 @@ def message_append(
     agent: str = "",
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
+    finish_reason: str = "",
 ) -> Message:
     """Append one message: one INSERT, plus the session's counters; history is never rewritten.
 
@@ -130,6 +131,7 @@ def message_append(
             agent=agent,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            finish_reason=finish_reason,
             created_at=now,
         )
         changes: dict[str, Any] = {"message_count": F("message_count") + 1, "last_activity": now}
