@@ -268,9 +268,11 @@ class Turn:
         if failure is not None:
             await reply.flush()
             metadata = {**failure.chunk_metadata(), "agent": agent}
-            text = str(failure)
+            cause = str(failure)
+            cause = cause[:1].lower() + cause[1:]  # a sentence of its own, continued here
+            text = f"The model call failed: {cause}"
             if ended:
-                text = f"The reply was cut off: {text} What arrived so far is kept."
+                text = f"The reply was cut off: {cause} What arrived so far is kept."
                 metadata.update(finish_reason=ended, truncated=True)
             await self.emit(error_chunk(text, **metadata))
             return None
