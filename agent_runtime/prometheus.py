@@ -116,6 +116,12 @@ def render() -> str:
         [({}, computed["llm_total_tokens"])],
     )
     lines += _family(
+        "llm_truncated_replies_total",
+        "counter",
+        "Model replies that are not whole: cut at the length limit, or a stream that broke.",
+        (({"reason": reason}, n) for reason, n in computed["llm_truncated_replies"].items()),
+    )
+    lines += _family(
         "approvals_pending",
         "gauge",
         "Approvals waiting for a decision.",
@@ -134,7 +140,10 @@ def render() -> str:
         "llm_breaker_open",
         "gauge",
         "1 while this process's circuit breaker for the LLM endpoint (host:port) is open.",
-        (({"endpoint": name}, 1 if state == "open" else 0) for name, state in breaker_states().items()),
+        (
+            ({"endpoint": name}, 1 if state == "open" else 0)
+            for name, state in breaker_states().items()
+        ),
     )
     lines += _family(
         "info", "gauge", "Version of the runtime.", [({"version": settings.VERSION}, 1)]

@@ -26,7 +26,7 @@ from agent_runtime.errors import ApplicationError, error_response, method_not_al
 from agents import turns
 from agents.chunks import KEEPALIVE_FRAME, error_chunk, sse_frame
 from agents.consumers import LAYER_DOWN, LAYER_DOWN_TEXT
-from agents.messages import parse_request
+from agents.messages import ClientMessage, parse_request
 from agents.services import outstanding_chunks
 from sessions.db import TRANSIENT, DatabaseUnavailable
 from sessions.services import session_get, validate_session_id_or_404
@@ -93,6 +93,20 @@ async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpRe
         session_id, message, wait = parse_request(_read_json(request))
     except ApplicationError as exc:  # not a stream request at all: an HTTP error (§3)
         return error_response(exc.status, exc.detail, **exc.headers)
+    return sse_response(_turn_stream(request, session_id, message, wait=wait))
+
+
+async def _turn_stream(
+    request: HttpRequest, session_id: str, message: ClientMessage, *, wait: bool
+) -> AsyncIterator[bytes]:
+    """The response of one stream request: a first byte at once, then the turn's chunks.
+
+    The headers (and a keepalive comment, which makes daphne send them) go out before the
+    session is claimed and the message routed, which may take seconds (the routing call);
+    whatever goes wrong after that travels as an ``error`` chunk, as every refusal does:
+    the Gateway turns any non-200 reply into a bare "Agent error: <code>" (§3).
+    """
+    yield KEEPALIVE_FRAME
     listener: asyncio.Queue[Any] = asyncio.Queue()
     try:
         validate_session_id_or_404(session_id)
@@ -104,21 +118,22 @@ async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpRe
             precheck=lambda: _rate_limit(request, session_id),
         )
     except ApplicationError as exc:
-        # Everything else the IDE user must read travels inside the stream: the Gateway turns
-        # any non-200 reply into a bare "Agent error: <code>".
-        return sse_response(_refusal(exc))
+        yield _refusal_frame(exc)
+        return
     except TRANSIENT as exc:
         logger.warning("stream request for %s refused: database unreachable: %s", session_id, exc)
-        return sse_response(_refusal(DatabaseUnavailable("take this message")))
-    return sse_response(sse_stream(listener))
+        yield _refusal_frame(DatabaseUnavailable("take this message"))
+        return
+    async for frame in sse_stream(listener):
+        yield frame
 
 
-async def _refusal(exc: ApplicationError) -> AsyncIterator[bytes]:
+def _refusal_frame(exc: ApplicationError) -> bytes:
     """One final ``error`` chunk carrying the HTTP status it stands for (PROTOCOL §3)."""
     metadata: dict[str, Any] = {"status": exc.status, "code": exc.code}
     if "Retry-After" in exc.headers:
         metadata["retry_after"] = int(exc.headers["Retry-After"])
-    yield sse_frame(error_chunk(exc.detail, **metadata))
+    return sse_frame(error_chunk(exc.detail, **metadata))
 
 
 def sse_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:

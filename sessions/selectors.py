@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
-from sessions.models import AgentSession, AuditEvent, LLMRequest, Message
+from sessions.models import TRUNCATED_REASONS, AgentSession, AuditEvent, LLMRequest, Message
 
 
 def session_list(*, limit: int, offset: int, active_only: bool) -> tuple[list[AgentSession], int]:
@@ -111,6 +111,8 @@ def event_metrics() -> dict[str, Any]:
         ms=Sum("duration_ms"),
         prompt=Sum("prompt_tokens"),
         completion=Sum("completion_tokens"),
+        length=Count("id", filter=Q(finish_reason="length")),
+        interrupted=Count("id", filter=Q(finish_reason="interrupted")),
     )
     total_switches = sum(switches.values())
     total_processed = sum(p["count"] for p in processing.values())
@@ -128,6 +130,8 @@ def event_metrics() -> dict[str, Any]:
         "llm_requests": llm["n"],
         "llm_success_rate": round(llm["ok"] / llm["n"], 4) if llm["n"] else None,
         "llm_total_tokens": (llm["prompt"] or 0) + (llm["completion"] or 0),
+        # Replies that are not whole, by why (TRUNCATED_REASONS).
+        "llm_truncated_replies": {"length": llm["length"], "interrupted": llm["interrupted"]},
     }
     return {
         "metrics": {
@@ -197,5 +201,6 @@ def session_llm_usage(*, session_id: str) -> dict[str, Any] | None:
         "total_tokens": prompt + completion,
         "average_tokens_per_request": round((prompt + completion) / total, 2),
         "requests_with_tools": sum(1 for r in requests if r.has_tool_calls),
+        "truncated_requests": sum(1 for r in requests if r.finish_reason in TRUNCATED_REASONS),
         "requests": [r.to_dict() for r in requests],
     }

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import http
 import json
 import re
@@ -40,6 +41,8 @@ class Script:
     chunks: tuple[tuple[float, bytes], ...] = ()  # (pause before it, bytes): one HTTP chunk each
     drop: bool = False  # close the connection after the chunks, leaving the chunked body unfinished
     hang: bool = False  # read the request and never answer
+    # Answer only once this is set (a slow reply the test releases: ordering, not timing).
+    gate: threading.Event | None = None
 
 
 _SSE = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"))
@@ -112,18 +115,24 @@ def text(
     first_token_delay: float = 0.0,
     usage: tuple[int, int] | None | Literal["auto"] = "auto",
     done: bool = True,
+    finish_reason: str = "stop",
+    cut: bool = False,
 ) -> Script:
     """A streamed text reply; ``chunk_size=0`` splits into word-ish tokens.
 
-    ``usage="auto"`` reports (10, number of chunks); ``done=False`` omits ``data: [DONE]``.
+    ``usage="auto"`` reports (10, number of chunks); ``done=False`` omits ``data: [DONE]``;
+    ``finish_reason="length"`` is a reply the provider cut at its length limit; ``cut=True``
+    closes the connection after the text (no finish_reason, no [DONE]: a broken stream).
     """
     pieces = _pieces(reply, chunk_size)
     return _stream(
         [{"content": p} for p in pieces],
+        finish_reason=finish_reason,
         usage=(10, len(pieces)) if usage == "auto" else usage,
         delay=delay,
         first_token_delay=first_token_delay,
         done=done,
+        drop=cut,
     )
 
 
@@ -230,6 +239,11 @@ def json_reply(content: str, tool_calls: list[tuple[str, str, Any]] | None = Non
 
 def hang() -> Script:
     return Script(hang=True)
+
+
+def gated(script: Script, gate: threading.Event) -> Script:
+    """``script``, answered only once ``gate`` is set."""
+    return dataclasses.replace(script, gate=gate)
 
 
 MULTILINE_TEXT = "Hello multiline world\u2028!"
@@ -402,6 +416,8 @@ class FakeLLM:
             payload["headers"] = headers
             self.requests.append(payload)
         script = self._next_script()
+        while script.gate is not None and not script.gate.is_set():
+            await asyncio.sleep(0.01)  # polled: a thread blocked in wait() would outlive stop()
         if script.hang:
             # Hold the connection without answering until the client gives up or we stop.
             while await reader.read(65536):

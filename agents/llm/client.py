@@ -422,9 +422,7 @@ class OpenAIClient(LLMProvider):
         retry_after: float | None = None
         if opened_at is not None:
             text += f" opened at {opened_at:%H:%M:%S} UTC"
-            retry_after = max(
-                0.0, opened_at.timestamp() + self.breaker.reset_timeout - time.time()
-            )
+            retry_after = max(0.0, opened_at.timestamp() + self.breaker.reset_timeout - time.time())
         text += f" after {self.breaker.fail_max} failed calls in a row"
         if cause:
             text += f" (the last: {cause.rstrip('.')})"
