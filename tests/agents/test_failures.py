@@ -326,7 +326,10 @@ async def test_a_calls_started_at_is_when_it_began(stream, llm):
     assert call.started_at <= while_waiting  # the end time would be after it
 
 
-async def test_headers_and_a_first_byte_go_out_before_the_routing_call_answers(stream, llm):
+async def test_headers_and_a_first_byte_go_out_before_the_routing_call_answers(
+    stream, llm, settings
+):
+    settings.KEEPALIVE_SECONDS = 15  # the first byte must not be a keepalive fired by a timer
     await new_session("s1")  # the orchestrator: the message is routed first
     gate = threading.Event()
     llm.enqueue(fakellm.gated(fakellm.classify("coder"), gate), fakellm.text("Routed."))
