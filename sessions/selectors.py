@@ -201,6 +201,7 @@ def session_llm_usage(*, session_id: str) -> dict[str, Any] | None:
         "total_tokens": prompt + completion,
         "average_tokens_per_request": round((prompt + completion) / total, 2),
         "requests_with_tools": sum(1 for r in requests if r.has_tool_calls),
-        "truncated_requests": sum(1 for r in requests if r.finish_reason in TRUNCATED_REASONS),
         "requests": [r.to_dict() for r in requests],
+        # An extension, after the [compat] keys: replies cut short (length limit, broken stream).
+        "truncated_requests": sum(1 for r in requests if r.finish_reason in TRUNCATED_REASONS),
     }

@@ -601,13 +601,20 @@ class OpenAIClient(LLMProvider):
                 response = await self._client().get(
                     self._models_url, headers=self._auth_headers, timeout=HEALTH_TIMEOUT_SECONDS
                 )
+        except httpx.ConnectError as exc:
+            detail = f"cannot connect to the LLM at {self.where}: {_os_reason(exc)}"
+            return {"status": "error", "detail": detail, "breaker": breaker}
         except Exception as exc:  # a health check reports, it does not raise
-            detail = f"cannot reach the LLM ({type(exc).__name__})"
+            detail = f"cannot reach the LLM at {self.where} ({type(exc).__name__})"
             return {"status": "error", "detail": detail, "breaker": breaker}
         if response.status_code != 200:
-            detail = f"the LLM answered HTTP {response.status_code} to /v1/models"
+            detail = f"the LLM at {self.where} answered HTTP {response.status_code} to /v1/models"
             return {"status": "error", "detail": detail, "breaker": breaker}
-        return {"status": "ok", "detail": f"reachable; model {self.model}", "breaker": breaker}
+        return {
+            "status": "ok",
+            "detail": f"reachable at {self.where}; model {self.model}",
+            "breaker": breaker,
+        }
 
 
 def _os_reason(exc: BaseException) -> str:

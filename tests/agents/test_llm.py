@@ -552,13 +552,17 @@ async def test_it_reports_health(fake: FakeLLM, make_client: MakeClient) -> None
     healthy = await make_client().check_health()
     fake.models_status = 503
     failing = await make_client().check_health()
-    unreachable = await make_client(base_url=f"http://127.0.0.1:{closed_port()}").check_health()
+    port = closed_port()
+    unreachable = await make_client(base_url=f"http://127.0.0.1:{port}").check_health()
 
     assert healthy["status"] == "ok"
     assert healthy["breaker"] == "closed"
     assert failing["status"] == "error"
-    assert "503" in failing["detail"]
+    assert failing["detail"] == f"the LLM at 127.0.0.1:{fake.port} answered HTTP 503 to /v1/models"
     assert unreachable["status"] == "error"
+    assert unreachable["detail"] == (
+        f"cannot connect to the LLM at 127.0.0.1:{port}: connection refused"
+    )
     assert fake.requests == []  # health checks are not chat requests
 
 
