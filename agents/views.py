@@ -26,7 +26,7 @@ from agent_runtime.errors import ApplicationError, error_response, method_not_al
 from agents import turns
 from agents.chunks import KEEPALIVE_FRAME, error_chunk, sse_frame
 from agents.consumers import LAYER_DOWN, LAYER_DOWN_TEXT
-from agents.messages import ClientMessage, parse_request
+from agents.messages import parse_request
 from agents.services import outstanding_chunks
 from sessions.db import TRANSIENT, DatabaseUnavailable
 from sessions.services import session_get, validate_session_id_or_404
@@ -93,11 +93,34 @@ async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpRe
         session_id, message, wait = parse_request(_read_json(request))
     except ApplicationError as exc:  # not a stream request at all: an HTTP error (§3)
         return error_response(exc.status, exc.detail, **exc.headers)
-    return sse_response(_turn_stream(request, session_id, message, wait=wait))
+    listener: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def take() -> None:
+        validate_session_id_or_404(session_id)
+        await turns.submit(
+            session_id,
+            message,
+            wait=wait,
+            listener=listener,
+            precheck=lambda: _rate_limit(request, session_id),
+        )
+
+    # Started now, not when the body is first read: a client that hangs up at once still has
+    # its message taken (and the turn run, its result landing in the history).
+    taking = asyncio.ensure_future(take())
+    taking.add_done_callback(_retrieved)
+    return sse_response(_turn_stream(session_id, taking, listener))
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """Its error is read by the stream, or by nobody once the client has gone: never logged
+    as "never retrieved"."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _turn_stream(
-    request: HttpRequest, session_id: str, message: ClientMessage, *, wait: bool
+    session_id: str, taking: asyncio.Future[None], listener: asyncio.Queue[Any]
 ) -> AsyncIterator[bytes]:
     """The response of one stream request: a first byte at once, then the turn's chunks.
 
@@ -107,22 +130,21 @@ async def _turn_stream(
     the Gateway turns any non-200 reply into a bare "Agent error: <code>" (§3).
     """
     yield KEEPALIVE_FRAME
-    listener: asyncio.Queue[Any] = asyncio.Queue()
     try:
-        validate_session_id_or_404(session_id)
-        await turns.submit(
-            session_id,
-            message,
-            wait=wait,
-            listener=listener,
-            precheck=lambda: _rate_limit(request, session_id),
-        )
+        await asyncio.shield(taking)  # a client going away must not stop the claim midway
     except ApplicationError as exc:
         yield _refusal_frame(exc)
         return
     except TRANSIENT as exc:
         logger.warning("stream request for %s refused: database unreachable: %s", session_id, exc)
         yield _refusal_frame(DatabaseUnavailable("take this message"))
+        return
+    except Exception:
+        # The status line has gone out already: a final chunk is the only way left to say so.
+        logger.exception("stream request for %s failed before its turn started", session_id)
+        yield sse_frame(
+            error_chunk("The runtime failed to take this message.", status=500, code="internal")
+        )
         return
     async for frame in sse_stream(listener):
         yield frame
