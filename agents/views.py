@@ -94,8 +94,7 @@ async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpRe
     except ApplicationError as exc:  # not a stream request at all: an HTTP error (§3)
         return error_response(exc.status, exc.detail, **exc.headers)
     listener: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def take() -> None:
+    try:
         validate_session_id_or_404(session_id)
         await turns.submit(
             session_id,
@@ -104,58 +103,22 @@ async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpRe
             listener=listener,
             precheck=lambda: _rate_limit(request, session_id),
         )
-
-    # Started now, not when the body is first read: a client that hangs up at once still has
-    # its message taken (and the turn run, its result landing in the history).
-    taking = asyncio.ensure_future(take())
-    taking.add_done_callback(_retrieved)
-    return sse_response(_turn_stream(session_id, taking, listener))
-
-
-def _retrieved(task: asyncio.Future[None]) -> None:
-    """Its error is read by the stream, or by nobody once the client has gone: never logged
-    as "never retrieved"."""
-    if not task.cancelled():
-        task.exception()
-
-
-async def _turn_stream(
-    session_id: str, taking: asyncio.Future[None], listener: asyncio.Queue[Any]
-) -> AsyncIterator[bytes]:
-    """The response of one stream request: a first byte at once, then the turn's chunks.
-
-    The headers (and a keepalive comment, which makes daphne send them) go out before the
-    session is claimed and the message routed, which may take seconds (the routing call);
-    whatever goes wrong after that travels as an ``error`` chunk, as every refusal does:
-    the Gateway turns any non-200 reply into a bare "Agent error: <code>" (§3).
-    """
-    yield KEEPALIVE_FRAME
-    try:
-        await asyncio.shield(taking)  # a client going away must not stop the claim midway
     except ApplicationError as exc:
-        yield _refusal_frame(exc)
-        return
+        # Everything else the IDE user must read travels inside the stream: the Gateway turns
+        # any non-200 reply into a bare "Agent error: <code>".
+        return sse_response(_refusal(exc))
     except TRANSIENT as exc:
         logger.warning("stream request for %s refused: database unreachable: %s", session_id, exc)
-        yield _refusal_frame(DatabaseUnavailable("take this message"))
-        return
-    except Exception:
-        # The status line has gone out already: a final chunk is the only way left to say so.
-        logger.exception("stream request for %s failed before its turn started", session_id)
-        yield sse_frame(
-            error_chunk("The runtime failed to take this message.", status=500, code="internal")
-        )
-        return
-    async for frame in sse_stream(listener):
-        yield frame
+        return sse_response(_refusal(DatabaseUnavailable("take this message")))
+    return sse_response(sse_stream(listener))
 
 
-def _refusal_frame(exc: ApplicationError) -> bytes:
+async def _refusal(exc: ApplicationError) -> AsyncIterator[bytes]:
     """One final ``error`` chunk carrying the HTTP status it stands for (PROTOCOL §3)."""
     metadata: dict[str, Any] = {"status": exc.status, "code": exc.code}
     if "Retry-After" in exc.headers:
         metadata["retry_after"] = int(exc.headers["Retry-After"])
-    return sse_frame(error_chunk(exc.detail, **metadata))
+    yield sse_frame(error_chunk(exc.detail, **metadata))
 
 
 def sse_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
@@ -169,9 +132,11 @@ def sse_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
 async def sse_stream(listener: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
     """Frames from the turn's queue, with a keepalive comment whenever it is quiet.
 
-    Whatever is already queued goes out in one write: one wake-up per burst, not per token,
-    and never a wait for more.
+    It opens with a keepalive: daphne sends the headers with the first body bytes, and the
+    first chunk may wait seconds for the routing call. Whatever is already queued goes out in
+    one write: one wake-up per burst, not per token, and never a wait for more.
     """
+    yield KEEPALIVE_FRAME
     while True:
         if listener.empty():
             try:

@@ -350,20 +350,3 @@ async def test_headers_and_a_first_byte_go_out_before_the_routing_call_answers(
     chunks = parse_sse(await asyncio.wait_for(reading, 30))
     assert chunks[0]["metadata"]["to_agent"] == "coder"
     assert text_of(chunks) == "Routed."
-
-
-async def test_an_unexpected_failure_after_the_first_byte_is_an_error_chunk(
-    stream, llm, monkeypatch, caplog
-):
-    await new_session("s1", agent="coder")
-
-    async def broken_submit(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("a bug")
-
-    monkeypatch.setattr("agents.views.turns.submit", broken_submit)
-
-    (chunk,) = await stream.send("s1", user("hi"))
-
-    assert chunk["error"] == "The runtime failed to take this message."
-    assert chunk["metadata"] == {"status": 500, "code": "internal"}
-    assert "stream request for s1 failed before its turn started" in caplog.text
