@@ -19,7 +19,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from agent_runtime.errors import method_not_allowed
-from agents.llm import breaker_state, get_provider
+from agents.llm import breaker_state, breaker_states, get_provider
 
 if TYPE_CHECKING:
     from channels.layers import BaseChannelLayer
@@ -82,7 +82,12 @@ async def _health_payload() -> dict[str, Any]:
         "cache": cache_check,
         "channel_layer": layer,
         "llm": llm,
-        "circuit_breaker": {"status": "ok", "state": breaker_state()},
+        # "state" is the worst endpoint's; "endpoints" has each endpoint's breaker.
+        "circuit_breaker": {
+            "status": "ok",
+            "state": breaker_state(),
+            "endpoints": breaker_states(),
+        },
     }
     if database["status"] != "ok":
         overall = "unhealthy"

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from agent_runtime.errors import method_not_allowed
-from agents.llm import breaker_state
+from agents.llm import breaker_state, breaker_states
 from approvals.models import Approval
 from sessions.selectors import event_metrics
 
@@ -116,6 +116,12 @@ def render() -> str:
         [({}, computed["llm_total_tokens"])],
     )
     lines += _family(
+        "llm_truncated_replies_total",
+        "counter",
+        "Model replies that are not whole: cut at the length limit, or a stream that broke.",
+        (({"reason": reason}, n) for reason, n in computed["llm_truncated_replies"].items()),
+    )
+    lines += _family(
         "approvals_pending",
         "gauge",
         "Approvals waiting for a decision.",
@@ -129,6 +135,15 @@ def render() -> str:
         "gauge",
         "1 while this process's LLM circuit breaker is open.",
         [({}, 1 if breaker_state() == "open" else 0)],
+    )
+    lines += _family(
+        "llm_breaker_open",
+        "gauge",
+        "1 while this process's circuit breaker for the LLM endpoint (host:port) is open.",
+        (
+            ({"endpoint": name}, 1 if state == "open" else 0)
+            for name, state in breaker_states().items()
+        ),
     )
     lines += _family(
         "info", "gauge", "Version of the runtime.", [({"version": settings.VERSION}, 1)]

@@ -18,7 +18,7 @@ from django.db.models import Avg, Count, Max, Min, Q, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from agents.llm.base import UNAVAILABLE_MESSAGE
+from agents.llm.base import LLMUnavailable
 from agents.models import ToolCall
 from approvals.models import Approval
 from sessions.models import AgentSession, AuditEvent, LLMRequest
@@ -99,7 +99,7 @@ def runtime_stats(*, since: datetime, now: datetime | None = None) -> dict[str, 
     }
 
     errors = audit.filter(event_type=AuditEvent.Type.ERROR)
-    refused = errors.filter(data__error=UNAVAILABLE_MESSAGE).aggregate(
+    refused = errors.filter(data__error_type=LLMUnavailable.__name__).aggregate(
         n=Count("id"), last=Max("timestamp")
     )
     last = refused["last"]

@@ -12,10 +12,12 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils import timezone
 
 from agent_runtime.errors import ApplicationError
 from agents import services, tokens
@@ -27,8 +29,10 @@ from agents.llm import (
     LLMContextOverflow,
     LLMError,
     LLMProvider,
+    LLMStreamBroken,
     Usage,
     get_provider,
+    log_session,
 )
 from agents.registry import get_agent
 from agents.routing import CLASSIFIER_PROMPT, Route, parse_classification, route_by_keywords
@@ -51,6 +55,12 @@ SUMMARY_PROMPT = (
 SUMMARY_CACHE_SECONDS = 7 * 24 * 3600
 
 EMPTY_REPLY = "The model returned an empty reply; send another message to continue."
+# Appended to the last chunk of a reply the provider cut at its length limit, so the user
+# reads it in the same bubble (the reply itself is stored without it).
+LENGTH_NOTICE = (
+    "\n\n[The reply was cut off here: the model reached its length limit for one answer. "
+    "Ask it to continue, or raise LLM_MAX_TOKENS.]"
+)
 
 
 class Reply:
@@ -80,13 +90,15 @@ class Reply:
         else:
             self.held = pending
 
-    async def flush(self, *, is_final: bool = False) -> bool:
-        """Send what is held back; False if there was nothing."""
+    async def flush(
+        self, *, is_final: bool = False, notice: str = "", metadata: dict[str, Any] | None = None
+    ) -> bool:
+        """Send what is held back (and ``notice`` after it); False if there was nothing."""
         text = self.held + "".join(self.parts)
         self.held, self.parts = "", []
         if not text:
             return False
-        await self.emit(token_chunk(text, is_final=is_final))
+        await self.emit(token_chunk(text + notice, is_final=is_final, metadata=metadata))
         return True
 
 
@@ -103,6 +115,7 @@ class Turn:
 
     async def guarded(self, work: Awaitable[None]) -> None:
         """Run ``work``; whatever goes wrong, the client gets one final ``error`` chunk."""
+        log_session.set(self.session_id)  # this task's model calls log under the session
         try:
             await work
         except ApplicationError as exc:
@@ -196,7 +209,12 @@ class Turn:
                 # The reply ends the response: its last text is the final chunk. A reply
                 # without any text cannot be one, and ending on an empty bubble would show
                 # nothing: the user is told the model said nothing.
-                if not await reply.flush(is_final=True):
+                cut = completion.finish_reason == "length"
+                if not await reply.flush(
+                    is_final=True,
+                    notice=LENGTH_NOTICE if cut else "",
+                    metadata={"finish_reason": "length", "truncated": True} if cut else None,
+                ):
                     await self.emit(error_chunk(EMPTY_REPLY, status=502, code="empty_reply"))
                 return
             await reply.flush()  # the text before the calls; a tool_call chunk ends the turn
@@ -251,20 +269,32 @@ class Turn:
                 started = time.monotonic()
                 completion = await self._stream(fitted, tools, choice, reply, parts)
             if completion is None:
-                failure = LLMError("The model's stream ended without a result.")
+                failure = LLMStreamBroken("The model's stream ended without a result.")
             else:
                 completion = self.account(completion, fitted.estimate)
         except LLMError as exc:
             failure = exc
         except asyncio.CancelledError:
+            cancelled = LLMError("cancelled by the client")
             await asyncio.shield(
-                self._record(agent, None, parts, started, LLMError("cancelled by the client"))
+                self._record(agent, None, parts, started, cancelled, ended="cancelled")
             )
             raise
-        await self._record(agent, completion if failure is None else None, parts, started, failure)
+        # Text that reached the user before a failure is a reply cut short: say so.
+        ended = "interrupted" if failure is not None and parts else None
+        await self._record(
+            agent, completion if failure is None else None, parts, started, failure, ended=ended
+        )
         if failure is not None:
             await reply.flush()
-            await self.emit(error_chunk(f"The model call failed: {failure}", agent=agent))
+            metadata = {**failure.chunk_metadata(), "agent": agent}
+            cause = str(failure)
+            cause = cause[:1].lower() + cause[1:]  # a sentence of its own, continued here
+            text = f"The model call failed: {cause}"
+            if ended:
+                text = f"The reply was cut off: {cause} What arrived so far is kept."
+                metadata.update(finish_reason=ended, truncated=True)
+            await self.emit(error_chunk(text, **metadata))
             return None
         return completion
 
@@ -412,10 +442,15 @@ class Turn:
         parts: list[str],
         started: float,
         failure: LLMError | None,
+        *,
+        ended: str | None = None,
     ) -> None:
+        """Store the call; ``ended`` is the finish reason of a reply that has no completion."""
         error = str(failure)[:500] if failure else ""
         llm = self._usage("turn", started, completion, error, success=failure is None)
         llm["error_type"] = type(failure).__name__ if failure else ""
+        if ended:
+            llm["finish_reason"] = ended
         await durable(
             "save the model's reply",
             services.completion_record,
@@ -437,11 +472,15 @@ class Turn:
     ) -> dict[str, Any]:
         """The LLMRequest row of one model call: what it cost and how it went."""
         usage = completion.usage if completion else None
+        elapsed = time.monotonic() - started
         return {
             "purpose": purpose,
             "provider": self.provider.label,
             "model": self.model,
-            "duration_ms": int((time.monotonic() - started) * 1000),
+            # When the call began (``started`` is a monotonic reading; the clock may step).
+            "started_at": timezone.now() - timedelta(seconds=elapsed),
+            "duration_ms": int(elapsed * 1000),
+            "finish_reason": ((completion.finish_reason or "") if completion else "")[:32],
             "success": success,
             "error": error,
             "prompt_tokens": usage.prompt_tokens if usage else 0,

@@ -283,6 +283,7 @@ def completion_record(
                     role=Message.Role.ASSISTANT,
                     content=partial_text,
                     agent=agent,
+                    finish_reason=llm.get("finish_reason", ""),
                 )
             return []
         taken = set(
@@ -326,6 +327,7 @@ def completion_record(
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             usage_estimated=bool(usage and usage.estimated),
+            finish_reason=completion.finish_reason or "",
         )
         ToolCall.objects.bulk_create(calls)
         for call in calls:

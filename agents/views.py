@@ -135,10 +135,13 @@ _QUIET = object()  # what the keepalive timer puts in a quiet stream's queue
 async def sse_stream(listener: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
     """Frames from the turn's queue, with a keepalive comment whenever it is quiet.
 
-    Whatever is already queued goes out in one write: one wake-up per burst, not per token,
-    and never a wait for more. The keepalive is one timer per stream that looks back when it
-    fires (a timeout context around every wait cost a timer per token).
+    It opens with a keepalive: daphne sends the headers with the first body bytes, and the
+    first chunk may wait seconds for the routing call. Whatever is already queued goes out in
+    one write: one wake-up per burst, not per token, and never a wait for more. The keepalive
+    is one timer per stream that looks back when it fires (a timeout context around every wait
+    cost a timer per token).
     """
+    yield KEEPALIVE_FRAME
     loop = asyncio.get_running_loop()
     every = settings.KEEPALIVE_SECONDS
     last = loop.time()

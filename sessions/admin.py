@@ -190,7 +190,8 @@ class LLMRequestAdmin(ReadOnlyModelAdmin):
         "success",
         "prompt_tokens",
         "completion_tokens",
+        "finish_reason",
     ]
-    list_filter = ["success", "purpose", "provider"]
+    list_filter = ["success", "purpose", "provider", "finish_reason"]
     search_fields = ["session_id"]
     ordering = ["-started_at", "-id"]

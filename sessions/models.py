@@ -10,6 +10,10 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+# Finish reasons of a reply that is not whole: the provider's length limit, or a stream that
+# broke after some of its text had reached the user.
+TRUNCATED_REASONS = frozenset({"length", "interrupted"})
+
 
 class SessionQuerySet(models.QuerySet["AgentSession"]):
     def live(self) -> SessionQuerySet:
@@ -74,6 +78,9 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     # The provider reported no usage; the figures above are the runtime's estimate.
     usage_estimated = models.BooleanField(default=False)
+    # How an assistant reply ended: the provider's finish_reason ("stop", "length", ...),
+    # "interrupted" when the stream broke mid-answer, "cancelled"; "" when not known.
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -135,7 +142,15 @@ class Message(models.Model):
                 "completion_tokens": self.completion_tokens,
                 "estimated": self.usage_estimated,
             }
+        if self.finish_reason:
+            data["finish_reason"] = self.finish_reason
+            data["truncated"] = self.truncated
         return data
+
+    @property
+    def truncated(self) -> bool:
+        """The reply is not whole: cut by the length limit or a broken stream."""
+        return self.finish_reason in TRUNCATED_REASONS
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
@@ -213,6 +228,7 @@ class LLMRequest(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     usage_estimated = models.BooleanField(default=False)  # no usage reported: our estimate
     has_tool_calls = models.BooleanField(default=False)
+    finish_reason = models.CharField(max_length=32, blank=True, default="")  # as Message's
 
     class Meta:
         ordering = ["started_at", "id"]
@@ -237,4 +253,6 @@ class LLMRequest(models.Model):
             "purpose": self.purpose,
             "provider": self.provider,
             "started_at": self.started_at.isoformat(),
+            "finish_reason": self.finish_reason or None,
+            "truncated": self.finish_reason in TRUNCATED_REASONS,
         }

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
-from sessions.models import AgentSession, AuditEvent, LLMRequest, Message
+from sessions.models import TRUNCATED_REASONS, AgentSession, AuditEvent, LLMRequest, Message
 
 
 def sessions_to_purge(*, older_than_days: int) -> QuerySet[AgentSession]:
@@ -120,6 +120,8 @@ def event_metrics() -> dict[str, Any]:
         ms=Sum("duration_ms"),
         prompt=Sum("prompt_tokens"),
         completion=Sum("completion_tokens"),
+        length=Count("id", filter=Q(finish_reason="length")),
+        interrupted=Count("id", filter=Q(finish_reason="interrupted")),
     )
     total_switches = sum(switches.values())
     total_processed = sum(p["count"] for p in processing.values())
@@ -137,6 +139,8 @@ def event_metrics() -> dict[str, Any]:
         "llm_requests": llm["n"],
         "llm_success_rate": round(llm["ok"] / llm["n"], 4) if llm["n"] else None,
         "llm_total_tokens": (llm["prompt"] or 0) + (llm["completion"] or 0),
+        # Replies that are not whole, by why (TRUNCATED_REASONS).
+        "llm_truncated_replies": {"length": llm["length"], "interrupted": llm["interrupted"]},
     }
     return {
         "metrics": {
@@ -207,4 +211,6 @@ def session_llm_usage(*, session_id: str) -> dict[str, Any] | None:
         "average_tokens_per_request": round((prompt + completion) / total, 2),
         "requests_with_tools": sum(1 for r in requests if r.has_tool_calls),
         "requests": [r.to_dict() for r in requests],
+        # An extension, after the [compat] keys: replies cut short (length limit, broken stream).
+        "truncated_requests": sum(1 for r in requests if r.finish_reason in TRUNCATED_REASONS),
     }

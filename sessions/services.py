@@ -104,6 +104,7 @@ def message_append(
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
     usage_estimated: bool = False,
+    finish_reason: str = "",
 ) -> Message:
     """Append one message: one INSERT, plus the session's counters; history is never rewritten.
 
@@ -132,6 +133,7 @@ def message_append(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             usage_estimated=usage_estimated,
+            finish_reason=finish_reason,
             created_at=now,
         )
         changes: dict[str, Any] = {"message_count": F("message_count") + 1, "last_activity": now}

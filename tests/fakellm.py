@@ -47,8 +47,9 @@ class Script:
     drop: bool = False  # close the connection after the chunks, leaving the chunked body unfinished
     hang: bool = False  # read the request and never answer
     calls_tools: bool = False  # a tool-call reply (see FakeLLM.needs_tool_choice)
-    # Stop before chunk number ``hold_at`` until ``gate`` is set (held()): a test sees the
-    # first part of a reply arrive, and only then lets the rest come.
+    # Until ``gate`` is set: answer nothing (hold_at -1, gated()), or stop before chunk number
+    # ``hold_at`` (held()): a test sees a reply held back, or its first part arrive, and only
+    # then lets the rest come (ordering, not timing).
     hold_at: int = -1
     gate: threading.Event | None = None
 
@@ -123,18 +124,24 @@ def text(
     first_token_delay: float = 0.0,
     usage: tuple[int, int] | None | Literal["auto"] = "auto",
     done: bool = True,
+    finish_reason: str = "stop",
+    cut: bool = False,
 ) -> Script:
     """A streamed text reply; ``chunk_size=0`` splits into word-ish tokens.
 
-    ``usage="auto"`` reports (10, number of chunks); ``done=False`` omits ``data: [DONE]``.
+    ``usage="auto"`` reports (10, number of chunks); ``done=False`` omits ``data: [DONE]``;
+    ``finish_reason="length"`` is a reply the provider cut at its length limit; ``cut=True``
+    closes the connection after the text (no finish_reason, no [DONE]: a broken stream).
     """
     pieces = _pieces(reply, chunk_size)
     return _stream(
         [{"content": p} for p in pieces],
+        finish_reason=finish_reason,
         usage=(10, len(pieces)) if usage == "auto" else usage,
         delay=delay,
         first_token_delay=first_token_delay,
         done=done,
+        drop=cut,
     )
 
 
@@ -262,6 +269,11 @@ def held(script: Script, *, after: int) -> tuple[Script, threading.Event]:
     gate = threading.Event()
     # chunks[0] is the role-only opening chunk: the deltas follow it.
     return dataclasses.replace(script, hold_at=after + 1, gate=gate), gate
+
+
+def gated(script: Script, gate: threading.Event) -> Script:
+    """``script``, answered only once ``gate`` is set."""
+    return dataclasses.replace(script, gate=gate, hold_at=-1)
 
 
 MULTILINE_TEXT = "Hello multiline world\u2028!"
@@ -487,6 +499,8 @@ class FakeLLM:
             payload["headers"] = headers
             self.requests.append(payload)
         script = self._next_script(payload)
+        while script.gate is not None and script.hold_at < 0 and not script.gate.is_set():
+            await asyncio.sleep(0.01)  # polled: a thread blocked in wait() would outlive stop()
         if script.hang:
             # Hold the connection without answering until the client gives up or we stop.
             while await reader.read(65536):

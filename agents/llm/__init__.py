@@ -13,31 +13,32 @@ import pybreaker
 
 from agents.llm.base import (
     ENDED_EARLY_MESSAGE,
-    UNAVAILABLE_MESSAGE,
     Completion,
     Done,
     LLMContextOverflow,
     LLMError,
     LLMProtocolError,
     LLMProvider,
+    LLMStreamBroken,
     LLMTimeout,
     LLMUnavailable,
     StreamEvent,
     TextDelta,
     ToolCall,
     Usage,
+    log_session,
 )
-from agents.llm.client import OpenAIClient, breaker_state_name
+from agents.llm.client import OpenAIClient, breaker_state_name, endpoint_where
 
 __all__ = [
     "ENDED_EARLY_MESSAGE",
-    "UNAVAILABLE_MESSAGE",
     "Completion",
     "Done",
     "LLMContextOverflow",
     "LLMError",
     "LLMProtocolError",
     "LLMProvider",
+    "LLMStreamBroken",
     "LLMTimeout",
     "LLMUnavailable",
     "OpenAIClient",
@@ -47,8 +48,10 @@ __all__ = [
     "Usage",
     "breaker_state",
     "breaker_state_name",
+    "breaker_states",
     "get_breaker",
     "get_provider",
+    "log_session",
     "reset_provider",
 ]
 
@@ -56,26 +59,43 @@ __all__ = [
 # --- Process-wide provider and breaker ------------------------------------------------------------
 
 _lock = threading.RLock()
-_breaker: pybreaker.CircuitBreaker | None = None
+# One breaker per endpoint (base URL): an endpoint that is down must not stop calls to
+# another one (a routing model on its own server, say).
+_breakers: dict[str, pybreaker.CircuitBreaker] = {}
 _provider: LLMProvider | None = None
 
 
-def get_breaker() -> pybreaker.CircuitBreaker:
-    global _breaker
-    with _lock:
-        if _breaker is None:
-            from django.conf import settings
+def get_breaker(endpoint: str | None = None) -> pybreaker.CircuitBreaker:
+    """The breaker of ``endpoint`` (a base URL; default: LLM_BASE_URL), made on first use."""
+    from django.conf import settings
 
-            _breaker = pybreaker.CircuitBreaker(
+    key = (endpoint if endpoint is not None else settings.LLM_BASE_URL) or "demo"
+    with _lock:
+        breaker = _breakers.get(key)
+        if breaker is None:
+            breaker = _breakers[key] = pybreaker.CircuitBreaker(
                 fail_max=settings.LLM_BREAKER_FAIL_MAX,
                 reset_timeout=settings.LLM_BREAKER_RESET_SECONDS,
-                name="llm",
+                name=key if key == "demo" else endpoint_where(key),
             )
-        return _breaker
+        return breaker
+
+
+def breaker_states() -> dict[str, str]:
+    """Each endpoint's breaker state, by host:port (the main endpoint's even before use)."""
+    get_breaker()
+    with _lock:
+        breakers = list(_breakers.values())
+    return {str(b.name): breaker_state_name(b) for b in breakers}
 
 
 def breaker_state() -> str:
-    return breaker_state_name(get_breaker())
+    """The worst of the endpoints' states: "open" while any breaker is open."""
+    states = set(breaker_states().values())
+    for state in (pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN):
+        if state in states:
+            return state
+    return pybreaker.STATE_CLOSED
 
 
 def get_provider() -> LLMProvider:
@@ -102,7 +122,7 @@ def get_provider() -> LLMProvider:
                     max_retries=settings.LLM_MAX_RETRIES,
                     retry_base_delay=settings.LLM_RETRY_BASE_DELAY,
                     retry_max_delay=settings.LLM_RETRY_MAX_DELAY,
-                    breaker=get_breaker(),
+                    breaker=get_breaker(settings.LLM_BASE_URL),
                     max_tokens=settings.LLM_MAX_TOKENS,
                 )
         assert _provider is not None
@@ -115,7 +135,7 @@ def reset_provider() -> None:
     The old client's pool is left to the garbage collector: it may belong to another event
     loop, so it cannot be closed from here.
     """
-    global _provider, _breaker
+    global _provider
     with _lock:
         _provider = None
-        _breaker = None
+        _breakers.clear()

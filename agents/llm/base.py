@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-UNAVAILABLE_MESSAGE = (
-    "The LLM is temporarily unavailable (circuit breaker open); try again shortly."
-)
 ENDED_EARLY_MESSAGE = "The model's stream ended early."
+
+# The session a model call is made for, so the client's log lines can name it (set by the
+# turn; the client has no other way to know).
+log_session: ContextVar[str] = ContextVar("llm_log_session", default="-")
 
 
 # --- Results and events ---------------------------------------------------------------------
@@ -55,7 +57,8 @@ StreamEvent = TextDelta | Done
 
 class LLMError(Exception):
     retryable: bool = False
-    status: int | None = None
+    status: int | None = None  # the upstream's HTTP status, when it answered with one
+    code: str = "llm_error"  # a machine word for the error chunk's metadata
 
     def __init__(
         self,
@@ -64,6 +67,7 @@ class LLMError(Exception):
         retryable: bool | None = None,
         status: int | None = None,
         retry_after: float | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -71,19 +75,47 @@ class LLMError(Exception):
             self.retryable = retryable
         if status is not None:
             self.status = status
+        if code is not None:
+            self.code = code
         self.retry_after = retry_after
+
+    def chunk_metadata(self) -> dict[str, Any]:
+        """The error chunk's metadata (PROTOCOL §3): the HTTP status the failure stands for,
+        a machine word, and the upstream's own status and retry delay when there are any."""
+        if self.status == 429:
+            status = 429
+        elif isinstance(self, LLMTimeout):
+            status = 504
+        elif isinstance(self, LLMUnavailable):
+            status = 503
+        else:
+            status = 502
+        metadata: dict[str, Any] = {"status": status, "code": self.code}
+        if self.status is not None:
+            metadata["upstream_status"] = self.status
+        if self.retry_after is not None:
+            metadata["retry_after"] = max(1, round(self.retry_after))
+        return metadata
 
 
 class LLMUnavailable(LLMError):
-    pass
+    """Refused without a request: the endpoint's circuit breaker is open."""
+
+    code = "llm_breaker_open"
 
 
 class LLMTimeout(LLMError):
-    pass
+    code = "llm_timeout"
 
 
 class LLMProtocolError(LLMError):
-    pass
+    code = "llm_bad_reply"
+
+
+class LLMStreamBroken(LLMProtocolError):
+    """The connection closed, or the stream ended, before the reply was complete."""
+
+    code = "llm_stream_broken"
 
 
 class LLMContextOverflow(LLMError):
@@ -95,7 +127,7 @@ class LLMContextOverflow(LLMError):
     def __init__(
         self, message: str, *, window: int | None = None, prompt_tokens: int | None = None
     ) -> None:
-        super().__init__(message, retryable=False, status=400)
+        super().__init__(message, retryable=False, status=400, code="llm_context_too_long")
         self.window = window
         self.prompt_tokens = prompt_tokens
 

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import random
+import socket
 import ssl
 import time
 import weakref
@@ -18,16 +20,17 @@ import pybreaker
 
 from agents.llm.base import (
     ENDED_EARLY_MESSAGE,
-    UNAVAILABLE_MESSAGE,
     Completion,
     Done,
     LLMError,
     LLMProtocolError,
     LLMProvider,
+    LLMStreamBroken,
     LLMTimeout,
     LLMUnavailable,
     StreamEvent,
     TextDelta,
+    log_session,
 )
 from agents.llm.transport import Transport
 from agents.llm.wire import (
@@ -93,6 +96,72 @@ class _IdleWatch:
             self.handle = None
 
 
+def endpoint_where(base_url: str) -> str:
+    """host:port of an endpoint, for messages and logs (never its path, query or userinfo)."""
+    url = httpx.URL(base_url or "/")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return f"{url.host}:{port}"
+
+
+class BreakerLog(pybreaker.CircuitBreakerListener):
+    """Logs an endpoint breaker's transitions at WARNING and remembers the last failure,
+    so a refused call can say what opened the breaker."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.last_failure = ""
+
+    def failure(self, cb: pybreaker.CircuitBreaker, exc: BaseException) -> None:
+        self.last_failure = str(exc)
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        old = old_state.name if old_state is not None else "-"
+        if old == new_state.name:
+            return
+        if new_state.name == pybreaker.STATE_OPEN:
+            logger.warning(
+                "LLM circuit breaker for %s opened (%s -> open) after %d failed calls; "
+                "calls are refused for %g s: session=%s cause=%s",
+                self.where,
+                old,
+                cb.fail_counter,
+                cb.reset_timeout,
+                log_session.get(),
+                self.last_failure or "-",
+            )
+        else:
+            logger.warning(
+                "LLM circuit breaker for %s: %s -> %s (session=%s)",
+                self.where,
+                old,
+                new_state.name,
+                log_session.get(),
+            )
+
+
+def watch_breaker(breaker: pybreaker.CircuitBreaker, where: str) -> BreakerLog:
+    """The breaker's BreakerLog, added on first use (tests pass bare breakers)."""
+    for listener in breaker.listeners:
+        if isinstance(listener, BreakerLog):
+            return listener
+    log = BreakerLog(where)
+    breaker.add_listener(log)
+    return log
+
+
+def breaker_cause(breaker: pybreaker.CircuitBreaker) -> str:
+    """The last failure the breaker counted ("" if none is known)."""
+    for listener in breaker.listeners:
+        if isinstance(listener, BreakerLog):
+            return listener.last_failure
+    return ""
+
+
 def breaker_state_name(breaker: pybreaker.CircuitBreaker) -> str:
     state = str(breaker.current_state)
     if state == pybreaker.STATE_OPEN:
@@ -133,6 +202,7 @@ class OpenAIClient(LLMProvider):
         if httpx.URL(base or "/").scheme not in {"http", "https"}:
             raise ValueError("The LLM base URL must be an http:// or https:// URL.")
         self.base_url = base
+        self.where = endpoint_where(base)
         self.model = model
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
@@ -141,6 +211,7 @@ class OpenAIClient(LLMProvider):
         self.retry_base_delay = retry_base_delay
         self.retry_max_delay = retry_max_delay
         self.breaker = breaker
+        watch_breaker(breaker, self.where)
         self.max_tokens = max_tokens
         self._chat_url = f"{base}/v1/chat/completions"
         self._models_url = f"{base}/v1/models"
@@ -219,58 +290,108 @@ class OpenAIClient(LLMProvider):
         payload = self._payload(
             messages=messages, tools=tools, tool_choice=tool_choice, response_format=response_format
         )
-        for attempt in itertools.count():
-            yielded = False
-            completion: Completion | None = None
-            failure: LLMError | None = None  # this attempt's error that the breaker counts
-            passthrough: BaseException | None = None  # re-raised after a neutral breaker exit
-            try:
-                # One breaker call per HTTP attempt, settled when the attempt ends: recording a
-                # success at the 200 would reset the failure count and a server that always
-                # drops mid-stream would never trip the breaker.
-                with self.breaker.calling():
-                    try:
-                        async with contextlib.aclosing(self._attempt(payload)) as events:
-                            async for event in events:
-                                if isinstance(event, Completion):
-                                    completion = event
-                                else:
-                                    yielded = True
-                                    yield event
-                    except LLMError as exc:
-                        if counts_against_breaker(exc):
-                            failure = exc
-                            raise
-                        passthrough = exc
-                    except (asyncio.CancelledError, GeneratorExit) as exc:
-                        # The client went away or stopped reading: that says nothing about
-                        # the upstream's health, so it is not a failure. pybreaker has no
-                        # neutral outcome, so leaving the block normally records a success.
-                        passthrough = exc
-            except pybreaker.CircuitBreakerError:
-                if failure is None:  # refused on entry: fail fast, no network
-                    raise LLMUnavailable(UNAVAILABLE_MESSAGE) from None
-                raise failure from None  # this failure tripped it: report the real cause
-            except LLMError as exc:
-                tripped = self.breaker.current_state == pybreaker.STATE_OPEN
-                # Never retry once text reached the caller: it cannot take it back.
-                if yielded or tripped or not exc.retryable or attempt >= self.max_retries:
-                    raise
-                delay = random.uniform(
-                    0, min(self.retry_max_delay, self.retry_base_delay * 2**attempt)
-                )
-                if exc.retry_after is not None:
-                    delay = exc.retry_after
-                logger.warning(
-                    "LLM attempt %d failed (%s); retrying in %.2f s", attempt + 1, exc, delay
-                )
-                await asyncio.sleep(delay)
-                continue
-            if passthrough is not None:
-                raise passthrough
-            assert completion is not None  # _attempt always ends with one or raises
-            yield Done(completion)
-            return
+        started = time.monotonic()
+        attempts = 0
+        completion: Completion | None = None
+        failure: LLMError | None = None  # the call's error that the breaker counts
+        passthrough: BaseException | None = None  # re-raised after a neutral breaker exit
+        try:
+            # One breaker call per model call, settled once its retries are over: a failing
+            # turn counts once, not once per attempt, so one session's bad luck cannot open
+            # the breaker for everyone. A success is recorded only at the end of the stream,
+            # or a server that always drops mid-stream would never trip it.
+            with self.breaker.calling():
+                try:
+                    for attempt in itertools.count():
+                        attempts = attempt + 1
+                        yielded = False
+                        try:
+                            async with contextlib.aclosing(self._attempt(payload)) as events:
+                                async for event in events:
+                                    if isinstance(event, Completion):
+                                        completion = event
+                                    else:
+                                        yielded = True
+                                        yield event
+                            break
+                        except LLMError as exc:
+                            if not await self._retrying(exc, attempt, yielded=yielded):
+                                raise
+                except LLMError as exc:
+                    self._log_failure(exc, attempts=attempts, started=started)
+                    if counts_against_breaker(exc):
+                        failure = exc
+                        raise
+                    passthrough = exc
+                except (asyncio.CancelledError, GeneratorExit) as exc:
+                    # The client went away or stopped reading: that says nothing about the
+                    # upstream's health, so it is not a failure. pybreaker has no neutral
+                    # outcome, so leaving the block normally records a success.
+                    passthrough = exc
+        except pybreaker.CircuitBreakerError:
+            if failure is None:  # refused on entry: fail fast, no network
+                refused = LLMUnavailable(**self._refusal())
+                self._log_failure(refused, attempts=0, started=started)
+                raise refused from None
+            raise failure from None  # this failure tripped it: report the real cause
+        if passthrough is not None:
+            raise passthrough
+        assert completion is not None  # _attempt always ends with one or raises
+        yield Done(completion)
+
+    async def _retrying(self, exc: LLMError, attempt: int, *, yielded: bool) -> bool:
+        """Wait before the next attempt; False when the call must fail with ``exc`` now."""
+        tripped = self.breaker.current_state == pybreaker.STATE_OPEN  # by other calls
+        # Never retry once text reached the caller: it cannot take it back.
+        if yielded or tripped or not exc.retryable or attempt >= self.max_retries:
+            return False
+        delay = random.uniform(0, min(self.retry_max_delay, self.retry_base_delay * 2**attempt))
+        if exc.retry_after is not None:
+            delay = exc.retry_after
+        logger.warning(
+            "LLM attempt %d failed (session %s, endpoint %s): %s; retrying in %.2f s",
+            attempt + 1,
+            log_session.get(),
+            self.where,
+            exc,
+            delay,
+        )
+        await asyncio.sleep(delay)
+        # Other calls may have opened the breaker meanwhile: then it is not tried again.
+        return self.breaker.current_state != pybreaker.STATE_OPEN
+
+    def _log_failure(self, exc: LLMError, *, attempts: int, started: float) -> None:
+        # Never the key or the prompt: the endpoint, the cause and what it cost.
+        logger.warning(
+            "LLM call failed: session=%s endpoint=%s model=%s status=%s code=%s attempts=%d "
+            "duration=%.2fs cause=%s",
+            log_session.get(),
+            self.where,
+            self.model,
+            exc.status if exc.status is not None else "-",
+            exc.code,
+            attempts,
+            time.monotonic() - started,
+            exc,
+        )
+
+    def _refusal(self) -> dict[str, Any]:
+        """What an open breaker says: what opened it and when it lets a call through again."""
+        opened_at = getattr(getattr(self.breaker, "_state_storage", None), "opened_at", None)
+        cause = breaker_cause(self.breaker)
+        text = f"The model at {self.where} is not being called for now: its circuit breaker"
+        retry_after: float | None = None
+        if opened_at is not None:
+            text += f" opened at {opened_at:%H:%M:%S} UTC"
+            retry_after = max(0.0, opened_at.timestamp() + self.breaker.reset_timeout - time.time())
+        text += f" after {self.breaker.fail_max} failed calls in a row"
+        if cause:
+            text += f" (the last: {cause.rstrip('.')})"
+        if retry_after is not None:
+            text += f"; it lets a call through again in {math.ceil(retry_after)} s."
+        else:
+            text += "."
+        return {"message": text, "retry_after": retry_after}
 
     async def _attempt(
         self, payload: dict[str, Any]
@@ -320,7 +441,10 @@ class OpenAIClient(LLMProvider):
                     if state.done:
                         break
             if not state.done and not state.finish_reason:
-                raise LLMProtocolError(ENDED_EARLY_MESSAGE)
+                raise LLMStreamBroken(
+                    f"{ENDED_EARLY_MESSAGE[:-1]}: {self.where} closed it before the reply was "
+                    "complete."
+                )
             if state.done:
                 await drain(chunks)
             yield state.completion()
@@ -338,11 +462,9 @@ class OpenAIClient(LLMProvider):
                 async with asyncio.timeout_at(deadline):
                     return await anext(chunks, None)
             except httpx.HTTPError as exc:  # the connection dropped mid-body
-                raise LLMProtocolError(ENDED_EARLY_MESSAGE) from exc
+                raise self._broken() from exc
             except TimeoutError:
-                raise LLMTimeout(
-                    f"The LLM did not start answering within {self.first_byte_timeout:g} s."
-                ) from None
+                raise self._no_first_byte() from None
         watch.start_read()
         try:
             return await anext(chunks, None)
@@ -351,10 +473,11 @@ class OpenAIClient(LLMProvider):
                 raise
             watch.absorb()
             raise LLMTimeout(
-                f"The LLM stream stalled for more than {self.idle_timeout:g} s."
+                f"The model's stream from {self.where} stalled for more than "
+                f"{self.idle_timeout:g} s (LLM_IDLE_TIMEOUT)."
             ) from None
         except httpx.HTTPError as exc:  # the connection dropped mid-body
-            raise LLMProtocolError(ENDED_EARLY_MESSAGE) from exc
+            raise self._broken() from exc
         finally:
             watch.end_read()
 
@@ -372,19 +495,32 @@ class OpenAIClient(LLMProvider):
             async with asyncio.timeout_at(deadline):
                 response = await client.send(request, stream=True)
         except TimeoutError:
-            raise LLMTimeout(
-                f"The LLM did not start answering within {self.first_byte_timeout:g} s."
-            ) from None
+            raise self._no_first_byte() from None
         except httpx.ConnectTimeout:
             raise LLMTimeout(
-                f"Timed out connecting to the LLM after {self.connect_timeout:g} s.",
+                f"Timed out connecting to the model at {self.where} after "
+                f"{self.connect_timeout:g} s (LLM_CONNECT_TIMEOUT).",
                 retryable=True,
+                code="llm_connect_timeout",
             ) from None
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-            # Nothing was answered yet (refused, reset, or a stale keep-alive connection).
-            raise LLMError("Could not reach the LLM.", retryable=True) from None
+        except httpx.ConnectError as exc:
+            raise LLMError(
+                f"Could not connect to the model at {self.where}: {_os_reason(exc)}.",
+                retryable=True,
+                code="llm_unreachable",
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            # Nothing was answered yet (reset, or a stale keep-alive connection).
+            raise LLMError(
+                f"The connection to the model at {self.where} failed before it answered: "
+                f"{_os_reason(exc)}.",
+                retryable=True,
+                code="llm_unreachable",
+            ) from None
         except httpx.HTTPError as exc:
-            raise LLMError(f"The LLM request failed ({type(exc).__name__}).") from None
+            raise LLMError(
+                f"The request to the model at {self.where} failed ({type(exc).__name__})."
+            ) from None
         if response.status_code == 200:
             return response
         body = b""
@@ -399,7 +535,18 @@ class OpenAIClient(LLMProvider):
         finally:
             with contextlib.suppress(Exception):
                 await response.aclose()
-        raise status_error(response.status_code, body, response.headers)
+        raise status_error(response.status_code, body, response.headers, where=self.where)
+
+    def _no_first_byte(self) -> LLMTimeout:
+        return LLMTimeout(
+            f"The model at {self.where} did not start answering within "
+            f"{self.first_byte_timeout:g} s (LLM_FIRST_BYTE_TIMEOUT)."
+        )
+
+    def _broken(self) -> LLMStreamBroken:
+        return LLMStreamBroken(
+            f"{ENDED_EARLY_MESSAGE[:-1]}: the connection to {self.where} broke mid-answer."
+        )
 
     async def check_health(self) -> dict[str, Any]:
         """A cheap GET /v1/models; never raises."""
@@ -409,10 +556,31 @@ class OpenAIClient(LLMProvider):
                 response = await self._client().get(
                     self._models_url, headers=self._auth_headers, timeout=HEALTH_TIMEOUT_SECONDS
                 )
+        except httpx.ConnectError as exc:
+            detail = f"cannot connect to the LLM at {self.where}: {_os_reason(exc)}"
+            return {"status": "error", "detail": detail, "breaker": breaker}
         except Exception as exc:  # a health check reports, it does not raise
-            detail = f"cannot reach the LLM ({type(exc).__name__})"
+            detail = f"cannot reach the LLM at {self.where} ({type(exc).__name__})"
             return {"status": "error", "detail": detail, "breaker": breaker}
         if response.status_code != 200:
-            detail = f"the LLM answered HTTP {response.status_code} to /v1/models"
+            detail = f"the LLM at {self.where} answered HTTP {response.status_code} to /v1/models"
             return {"status": "error", "detail": detail, "breaker": breaker}
-        return {"status": "ok", "detail": f"reachable; model {self.model}", "breaker": breaker}
+        return {
+            "status": "ok",
+            "detail": f"reachable at {self.where}; model {self.model}",
+            "breaker": breaker,
+        }
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The operating system's words for a failed connection ("connection refused")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return f"the host name does not resolve ({seen.strerror})"
+        if isinstance(seen, OSError) and seen.strerror:
+            return str(seen.strerror).lower()
+        seen = seen.__cause__ or seen.__context__
+    return str(exc).lower() or type(exc).__name__

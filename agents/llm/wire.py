@@ -327,7 +327,8 @@ def overflow_error(status: int, body: bytes, detail: str) -> LLMContextOverflow 
     )
 
 
-def status_error(status: int, body: bytes, headers: httpx.Headers) -> LLMError:
+def status_error(status: int, body: bytes, headers: httpx.Headers, *, where: str) -> LLMError:
+    """An HTTP error reply, named by its status and the provider's own message."""
     try:
         detail = _error_text(json.loads(body))
     except ValueError:
@@ -335,12 +336,21 @@ def status_error(status: int, body: bytes, headers: httpx.Headers) -> LLMError:
     overflow = overflow_error(status, body, detail)
     if overflow is not None:
         return overflow
-    message = f"The LLM returned HTTP {status}" + (f": {detail}" if detail else ".")
+    if not detail:  # a plain-text error page says more than nothing
+        detail = " ".join(body[:200].decode("utf-8", errors="replace").split())
+    message = f"The model at {where} answered HTTP {status}" + (f": {detail}" if detail else ".")
+    if status == 429:
+        code = "llm_rate_limited"
+    elif status >= 500:
+        code = "llm_server_error"
+    else:
+        code = "llm_request_rejected"
     return LLMError(
         message,
         status=status,
         retryable=status == 429 or status >= 500,
         retry_after=_retry_after(headers),
+        code=code,
     )
 
 
@@ -357,6 +367,10 @@ async def drain(chunks: AsyncIterator[bytes]) -> None:
 
 
 def counts_against_breaker(exc: LLMError) -> bool:
-    # A 4xx other than 429 is our request's fault (or a bad key), not an unhealthy upstream;
-    # opening the breaker would hide the real message behind "temporarily unavailable".
+    """Whether a failed call (after its retries) says the endpoint is unwell.
+
+    Connect errors, timeouts, broken or garbled streams, 5xx and 429 do. A 4xx other than 429
+    is our request's fault (too long, a bad key), not an unhealthy upstream: opening the
+    breaker would hide the real message behind "temporarily unavailable" from every session.
+    """
     return exc.status is None or exc.status == 429 or exc.status >= 500

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
@@ -14,7 +15,6 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from agents.llm import (
-    UNAVAILABLE_MESSAGE,
     Completion,
     Done,
     LLMError,
@@ -29,6 +29,7 @@ from agents.llm import (
     Usage,
     breaker_state,
     breaker_state_name,
+    breaker_states,
     get_breaker,
     get_provider,
     reset_provider,
@@ -278,7 +279,7 @@ async def test_it_raises_the_last_error_after_the_retries(
         await collect(make_client(max_retries=2))
 
     assert caught.value.status == 503
-    assert str(caught.value) == "The LLM returned HTTP 503: overloaded"
+    assert str(caught.value) == f"The model at 127.0.0.1:{fake.port} answered HTTP 503: overloaded"
     assert len(fake.requests) == 3
 
 
@@ -290,8 +291,10 @@ async def test_it_does_not_retry_a_400(fake: FakeLLM, make_client: MakeClient) -
 
     assert caught.value.status == 400
     assert not caught.value.retryable
-    assert str(caught.value).startswith("The LLM returned HTTP 400: bad request xxx")
-    assert len(str(caught.value)) < 250
+    assert str(caught.value).startswith(
+        f"The model at 127.0.0.1:{fake.port} answered HTTP 400: bad request xxx"
+    )
+    assert len(str(caught.value)) < 280
     assert len(fake.requests) == 1
 
 
@@ -360,15 +363,22 @@ async def test_time_spent_between_reads_is_not_idle_time(
     assert task is not None and task.cancelling() == 0  # nothing left cancelled behind us
 
 
-async def test_it_retries_connection_failures(make_client: MakeClient) -> None:
+async def test_it_retries_connection_failures_and_counts_the_call_once(
+    make_client: MakeClient,
+) -> None:
     breaker = pybreaker.CircuitBreaker(fail_max=10)
-    client = make_client(base_url=f"http://127.0.0.1:{closed_port()}", breaker=breaker)
+    port = closed_port()
+    client = make_client(base_url=f"http://127.0.0.1:{port}", breaker=breaker)
 
-    with pytest.raises(LLMError, match="Could not reach the LLM") as caught:
+    with pytest.raises(LLMError) as caught:
         await collect(client)
 
+    assert str(caught.value) == (
+        f"Could not connect to the model at 127.0.0.1:{port}: connection refused."
+    )
     assert caught.value.retryable
-    assert breaker.fail_counter == 3  # one attempt and two retries
+    assert caught.value.code == "llm_unreachable"
+    assert breaker.fail_counter == 1  # one call, though it made three attempts
 
 
 # --- Circuit breaker ----------------------------------------------------------------------------
@@ -388,21 +398,51 @@ async def test_it_opens_the_breaker_and_then_fails_fast(
     with pytest.raises(LLMUnavailable) as caught:
         await collect(client)
 
-    assert str(caught.value) == UNAVAILABLE_MESSAGE
-    assert "circuit breaker open" in str(caught.value)
+    message = str(caught.value)
+    assert message.startswith(
+        f"The model at 127.0.0.1:{fake.port} is not being called for now: its circuit "
+        "breaker opened at "
+    )
+    assert "UTC after 2 failed calls in a row (the last: The model at" in message
+    assert "answered HTTP 500: fake upstream error 500)" in message
+    assert re.search(r"it lets a call through again in (59|60) s\.$", message), message
+    assert caught.value.chunk_metadata() == {
+        "status": 503,
+        "code": "llm_breaker_open",
+        "retry_after": caught.value.chunk_metadata()["retry_after"],
+    }
+    assert 59 <= caught.value.chunk_metadata()["retry_after"] <= 60
     assert len(fake.requests) == 2
 
 
-async def test_it_stops_retrying_once_the_breaker_trips(
+async def test_a_failing_call_counts_once_however_many_attempts_it_made(
     fake: FakeLLM, make_client: MakeClient
 ) -> None:
     breaker = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=60)
-    fake.enqueue(*[fakellm.status(500)] * 5)
+    fake.enqueue(*[fakellm.status(500)] * 4)
 
     with pytest.raises(LLMError, match="HTTP 500"):
-        await collect(make_client(breaker=breaker, max_retries=5))
+        await collect(make_client(breaker=breaker, max_retries=3))
 
-    assert len(fake.requests) == 2
+    assert len(fake.requests) == 4
+    assert breaker.fail_counter == 1
+    assert breaker.current_state == "closed"
+
+
+async def test_it_stops_retrying_once_other_calls_trip_the_breaker(
+    fake: FakeLLM, make_client: MakeClient
+) -> None:
+    breaker = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=60)
+    fake.enqueue(*[fakellm.status(500, headers={"Retry-After": "0.5"})] * 5)
+    call = asyncio.create_task(collect(make_client(breaker=breaker, max_retries=5)))
+    while not fake.requests:  # the first attempt has been answered; its retry waits
+        await asyncio.sleep(0.01)
+
+    breaker.open()  # as other sessions' failed calls would
+
+    with pytest.raises(LLMError, match="HTTP 500"):
+        await call
+    assert len(fake.requests) == 1
 
 
 async def test_it_counts_mid_stream_failures_against_the_breaker(
@@ -512,13 +552,17 @@ async def test_it_reports_health(fake: FakeLLM, make_client: MakeClient) -> None
     healthy = await make_client().check_health()
     fake.models_status = 503
     failing = await make_client().check_health()
-    unreachable = await make_client(base_url=f"http://127.0.0.1:{closed_port()}").check_health()
+    port = closed_port()
+    unreachable = await make_client(base_url=f"http://127.0.0.1:{port}").check_health()
 
     assert healthy["status"] == "ok"
     assert healthy["breaker"] == "closed"
     assert failing["status"] == "error"
-    assert "503" in failing["detail"]
+    assert failing["detail"] == f"the LLM at 127.0.0.1:{fake.port} answered HTTP 503 to /v1/models"
     assert unreachable["status"] == "error"
+    assert unreachable["detail"] == (
+        f"cannot connect to the LLM at 127.0.0.1:{port}: connection refused"
+    )
     assert fake.requests == []  # health checks are not chat requests
 
 
@@ -552,8 +596,10 @@ def test_it_builds_the_provider_from_settings(settings: Any, fake: FakeLLM) -> N
         assert isinstance(provider, OpenAIClient)
         assert get_provider() is provider
         assert provider.breaker is get_breaker()
+        assert provider.breaker is get_breaker(fake.url)
         assert get_breaker().fail_max == 3
-        assert get_breaker().name == "llm"
+        assert get_breaker().name == f"127.0.0.1:{fake.port}"
+        assert breaker_states() == {f"127.0.0.1:{fake.port}": "closed"}
         assert breaker_state() == "closed"
         assert completion_of(async_to_sync(collect)(provider)).text == "OK"
         assert fake.requests[0]["headers"]["authorization"] == "Bearer sk-x"

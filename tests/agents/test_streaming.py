@@ -60,7 +60,13 @@ async def test_the_first_text_goes_out_before_the_model_sends_more(stream, llm):
     llm.enqueue(fakellm.text("Thinking hard", delay=3.0))  # the second delta comes 3 s later
     response = await stream.post("s1", user("hi"))
     frames = response.streaming_content.__aiter__()
-    first = parse_sse(await asyncio.wait_for(frames.__anext__(), 2.0))
+
+    async def first_chunks() -> list[dict[str, Any]]:
+        while not (chunks := parse_sse(await frames.__anext__())):
+            pass  # the keepalive that opens every stream
+        return chunks
+
+    first = await asyncio.wait_for(first_chunks(), 2.0)
     assert first[0]["content"] == "Thinking"
     rest = b"".join([frame async for frame in frames])
     assert text_of(first + parse_sse(rest)) == "Thinking hard"

@@ -112,7 +112,7 @@ LLAMA_CPP = {
 )
 def test_it_recognises_a_context_overflow_and_its_figures(body, window, prompt):
     raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    error = status_error(400, raw, httpx.Headers())
+    error = status_error(400, raw, httpx.Headers(), where="127.0.0.1:9")
     assert isinstance(error, LLMContextOverflow)
     assert error.status == 400 and not error.retryable
     assert (error.window, error.prompt_tokens) == (window, prompt)

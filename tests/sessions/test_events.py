@@ -105,7 +105,7 @@ def test_it_reports_llm_usage_per_session(api):
         "session_id", "total_requests", "successful_requests", "failed_requests",
         "total_duration_ms", "average_duration_ms", "total_prompt_tokens",
         "total_completion_tokens", "total_tokens", "average_tokens_per_request",
-        "requests_with_tools", "requests",
+        "requests_with_tools", "requests", "truncated_requests",
     ]  # fmt: skip
     assert {k: v for k, v in data.items() if k != "requests"} == {
         "session_id": "u",
@@ -119,6 +119,7 @@ def test_it_reports_llm_usage_per_session(api):
         "total_tokens": 12,
         "average_tokens_per_request": 6,
         "requests_with_tools": 1,
+        "truncated_requests": 0,
     }
     first, second = data["requests"]
     assert list(first)[:9] == [
