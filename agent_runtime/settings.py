@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # the docs page's assets, served from here: no CDN
     "channels",
     "django_q",
     "sessions.apps.SessionsConfig",
@@ -229,6 +231,45 @@ REST_FRAMEWORK = {
         "agent_runtime.jsonbody.AnyJSONParser",
     ],
     "EXCEPTION_HANDLER": "agent_runtime.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# --- API docs: the OpenAPI schema (/api/schema/) and its page (/api/docs/) ----------------------
+# Public (no key) under DEBUG, as `make run` starts it; otherwise the X-Internal-Auth key or a
+# staff login is needed unless API_DOCS_PUBLIC says otherwise (agent_runtime/openapi.py).
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", DEBUG)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "agent-runtime",
+    "DESCRIPTION": (
+        "REST and SSE endpoints of the agent runtime. The wire contract, WebSocket included, "
+        'is docs/protocol.md in the project. Every error body is {"detail": "<English>"}.'
+    ),
+    "VERSION": VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Shipped by drf-spectacular-sidecar and served as static files: the page works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No badge fetched from validator.swagger.io: nothing leaves the machine.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    # Auth is a header every endpoint but a few public ones checks (InternalAuthMiddleware).
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "InternalAuth": {"type": "apiKey", "in": "header", "name": "X-Internal-Auth"}
+        }
+    },
+    "SECURITY": [{"InternalAuth": []}],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "agent_runtime.openapi.describe_path_ids",
+    ],
+    # Choice sets that share a field name get names of their own, not hashed ones.
+    "ENUM_NAME_OVERRIDES": {
+        "ApprovalStatusEnum": "approvals.models.Approval.Status",
+        "ApproveOrRejectEnum": ["approve", "reject"],
+        "EditEnum": ["edit"],
+        "HitlDecisionTypeEnum": ["hitl_decision"],
+    },
 }
 
 SESSION_COOKIE_HTTPONLY = True
