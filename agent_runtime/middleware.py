@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 
 from agent_runtime.errors import error_response
 
-# The schema and its page (agent_runtime/openapi.py), which also admit a staff login.
+# The schema and its page (agent_runtime/apidocs.py), which also admit a staff login.
 API_DOCS_PATHS = ("/api/schema/", "/api/docs/")
 
 

@@ -1,33 +1,47 @@
-"""The OpenAPI schema (drf-spectacular) and its docs page: what every app's views share.
+"""The OpenAPI schema (drf-spectacular): what every app's views share to describe themselves.
 
 DRF views are introspected; the plain async Django views (health, metrics, the SSE endpoints)
 are not DRF's, so :func:`document` gives each one a schema-only ``APIView`` that drf-spectacular
 reads instead (Django never calls it). Every error is the one JSON shape, ``{"detail": ...}``.
-
-``/api/schema/`` and ``/api/docs/`` are public when ``API_DOCS_PUBLIC`` is on (the default
-under ``DEBUG``); otherwise they need the ``X-Internal-Auth`` key, like the API they describe,
-or a staff login, so that staff can open the page in a browser that sends no such header.
+The schema and its page are served by ``agent_runtime/apidocs.py``.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from django.conf import settings
-from django.http import HttpRequest, HttpResponse
-from drf_spectacular.utils import OpenApiResponse
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular import openapi
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from agent_runtime.errors import error_response
-from agent_runtime.middleware import key_is_valid
+from agent_runtime.rest import StrictSerializer
 from agents.messages import CALL_ID_MAX
 from sessions.services import SESSION_ID_RE
 
 V = TypeVar("V", bound=Callable[..., Any])
+
+
+class AutoSchema(openapi.AutoSchema):
+    """drf-spectacular's, told three things it cannot see (found by fuzzing with schemathesis)."""
+
+    def map_parsers(self) -> list[str]:
+        # The parsers read any body as JSON whatever its Content-Type (jsonbody.AnyJSONParser):
+        # "*/*" invited XML and form bodies, which can only be refused.
+        return ["application/json"]
+
+    def _map_basic_serializer(self, serializer: Any, direction: str) -> dict[str, Any]:
+        schema: dict[str, Any] = super()._map_basic_serializer(serializer, direction)
+        if isinstance(serializer, StrictSerializer):  # an unknown key is a 400
+            schema["additionalProperties"] = False
+        return schema
+
+    def _get_request_for_media_type(self, serializer: Any, direction: str = "request") -> Any:
+        schema, required = super()._get_request_for_media_type(serializer, direction)
+        # A oneOf body (a decision, a stream request's message) has no "required" list of its
+        # own for drf-spectacular to read; each of its shapes requires keys.
+        return schema, required or isinstance(serializer, PolymorphicProxySerializer)
 
 
 class ErrorSerializer(serializers.Serializer[Any]):
@@ -91,13 +105,76 @@ def document(**operations: Callable[[Any], Any]) -> Callable[[V], V]:
     return decorator
 
 
+# [compat] PROTOCOL §3.2: the closed union IDEs decode. Every key is always there, in this
+# order; `confidence` in an agent switch's metadata is a string, never a number.
+CHUNK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        "One chunk of a stream (an SSE `data:` line, or a WebSocket frame). Every key is "
+        "always present, unused ones null (`requires_approval` false)."
+    ),
+    "properties": {
+        "type": {
+            "type": "string",
+            "enum": ["assistant_message", "tool_call", "agent_switched", "error"],
+        },
+        "content": {"type": ["string", "null"]},
+        "token": {"type": ["string", "null"], "description": "A text delta (assistant_message)."},
+        "is_final": {"type": "boolean", "description": "The response's last chunk."},
+        "call_id": {"type": ["string", "null"]},
+        "tool_name": {"type": ["string", "null"]},
+        "arguments": {"type": ["object", "null"], "description": "An object, never a string."},
+        "requires_approval": {"type": "boolean"},
+        "error": {"type": ["string", "null"]},
+        "metadata": {
+            "type": ["object", "null"],
+            "description": (
+                "error: status (the HTTP code it stands for), code, retry_after; "
+                "agent_switched: from_agent, to_agent, reason, confidence, score."
+            ),
+            "properties": {
+                "status": {"type": "integer"},
+                "code": {"type": "string"},
+                "retry_after": {"type": "integer"},
+                "confidence": {"enum": ["high", "medium", "low", None]},
+            },
+        },
+    },
+    "required": [
+        "type",
+        "content",
+        "token",
+        "is_final",
+        "call_id",
+        "tool_name",
+        "arguments",
+        "requires_approval",
+        "error",
+        "metadata",
+    ],
+}
+
+
 def event_stream(description: str) -> OpenApiResponse:
-    """A ``text/event-stream`` reply: the chunks of PROTOCOL §3.2, one ``data:`` line each."""
+    """A ``text/event-stream`` reply. Under OpenAPI 3.1 its schema describes one event, whose
+    ``data`` is a chunk as JSON (``contentSchema``; schemathesis checks every event by it)."""
     return OpenApiResponse(
-        response={"type": "string"},
+        response={
+            "type": "object",
+            "properties": {
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": "#/components/schemas/Chunk"},
+                },
+                "event": {"type": "string", "enum": ["message"], "description": "Never sent."},
+                "id": {"type": "string"},
+            },
+            "required": ["data"],
+        },
         description=description
-        + " Each chunk is `data: <compact JSON>` and a blank line; `: keepalive` comment lines "
-        "come while it is quiet. See docs/protocol.md for the chunk types.",
+        + " Each event is one chunk: `data: <compact JSON>` and a blank line, no `event:` "
+        "line; `: keepalive` comment lines come while it is quiet. See docs/protocol.md.",
     )
 
 
@@ -108,36 +185,14 @@ PATH_ID_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def describe_path_ids(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """POSTPROCESSING_HOOKS: every ``{session_id}`` and ``{call_id}`` in a path says its shape
-    (drf-spectacular only knows they are ``<str:...>``)."""
+def finish(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """POSTPROCESSING_HOOKS: what drf-spectacular cannot know. Every ``{session_id}`` and
+    ``{call_id}`` in a path says its shape (it only sees ``<str:...>``), and the chunk the
+    event streams carry is a component."""
     for operations in result["paths"].values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] in PATH_ID_SCHEMAS:
                     parameter["schema"] = dict(PATH_ID_SCHEMAS[parameter["name"]])
+    result["components"]["schemas"]["Chunk"] = CHUNK_SCHEMA
     return result
-
-
-# --- the schema and its page -----------------------------------------------------------------
-
-
-def _may_read_docs(request: HttpRequest) -> bool:
-    if settings.API_DOCS_PUBLIC or key_is_valid(request.headers.get("X-Internal-Auth")):
-        return True
-    user = getattr(request, "user", None)
-    return bool(user is not None and user.is_active and user.is_staff)
-
-
-def _guarded(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    @functools.wraps(view)  # keeps csrf_exempt: a POST is DRF's 405, not a CSRF 403
-    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not _may_read_docs(request):
-            return error_response(401, "unauthorized")
-        return view(request, *args, **kwargs)
-
-    return guarded
-
-
-schema_view = _guarded(SpectacularAPIView.as_view())
-docs_view = _guarded(SpectacularSwaggerView.as_view(url_name="api-schema"))

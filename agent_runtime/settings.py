@@ -57,6 +57,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",  # first, so its runserver wins
+    # Before rest_framework, so its generateschema (drf-spectacular's) wins over DRF's.
+    "agent_runtime.apps.AgentRuntimeConfig",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -71,7 +73,6 @@ INSTALLED_APPS = [
     "sessions.apps.SessionsConfig",
     "agents.apps.AgentsConfig",
     "approvals.apps.ApprovalsConfig",
-    "agent_runtime.apps.AgentRuntimeConfig",
 ]
 
 MIDDLEWARE = [
@@ -231,12 +232,12 @@ REST_FRAMEWORK = {
         "agent_runtime.jsonbody.AnyJSONParser",
     ],
     "EXCEPTION_HANDLER": "agent_runtime.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "agent_runtime.openapi.AutoSchema",
 }
 
 # --- API docs: the OpenAPI schema (/api/schema/) and its page (/api/docs/) ----------------------
 # Public (no key) under DEBUG, as `make run` starts it; otherwise the X-Internal-Auth key or a
-# staff login is needed unless API_DOCS_PUBLIC says otherwise (agent_runtime/openapi.py).
+# staff login is needed unless API_DOCS_PUBLIC says otherwise (agent_runtime/apidocs.py).
 API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", DEBUG)
 SPECTACULAR_SETTINGS = {
     "TITLE": "agent-runtime",
@@ -246,6 +247,10 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
+    # 3.1: an event stream's schema can say that each event's data is a chunk (contentSchema).
+    "OAS_VERSION": "3.1.0",
+    # A string that may not be blank says so (minLength 1), as the input serializers enforce.
+    "ENFORCE_NON_BLANK_FIELDS": True,
     # Shipped by drf-spectacular-sidecar and served as static files: the page works offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -261,7 +266,7 @@ SPECTACULAR_SETTINGS = {
     "SECURITY": [{"InternalAuth": []}],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "agent_runtime.openapi.describe_path_ids",
+        "agent_runtime.openapi.finish",
     ],
     # Choice sets that share a field name get names of their own, not hashed ones.
     "ENUM_NAME_OVERRIDES": {

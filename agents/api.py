@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agent_runtime.openapi import AgentSwitchSerializer, errors
-from agent_runtime.rest import StrictCharField, StrictSerializer, body
+from agent_runtime.rest import StrictCharField, StrictSerializer, body, query
 from agents import services
 from agents.chunks import CONFIDENCE_LEVELS, HIGH, USER_REQUESTED
 from agents.models import AgentContext
@@ -87,7 +87,7 @@ class CurrentInput(serializers.Serializer[Any]):
 @api_view(["GET"])
 def agent_current(request: Request, session_id: str) -> Response:
     session = session_get(session_id=session_id)
-    params = CurrentInput(data=request.query_params)
+    params = CurrentInput(data=query(request))
     params.is_valid(raise_exception=True)
     context: AgentContext = session.agent_context
     history = agent_switches(session=session) if params.validated_data["include_history"] else None
@@ -96,11 +96,13 @@ def agent_current(request: Request, session_id: str) -> Response:
 
 @extend_schema_field(
     {
+        # The types up front too (allow_null adds "null" here), so that tools see them at once.
+        "type": ["string", "number"],
         "oneOf": [
             {"type": "string", "enum": list(CONFIDENCE_LEVELS)},
             {"type": "number", "minimum": 0, "maximum": 1},
+            {"type": "null"},
         ],
-        "nullable": True,
     }
 )
 class ConfidenceField(serializers.Field):  # type: ignore[type-arg]
@@ -121,8 +123,14 @@ class ConfidenceField(serializers.Field):  # type: ignore[type-arg]
         )
 
 
+# The schema lists the agents of this process's mode; the service refuses any other by name.
+@extend_schema_field({"type": "string", "enum": [spec.type for spec in available_agents()]})
+class AgentTypeField(StrictCharField):
+    pass
+
+
 class SwitchInput(StrictSerializer):
-    target_agent = StrictCharField(max_length=32)
+    target_agent = AgentTypeField(max_length=32)
     reason = StrictCharField(required=False, allow_blank=True, default="", max_length=2000)
     confidence = ConfidenceField(required=False, allow_null=True)
 

@@ -59,7 +59,7 @@ class UserMessageSerializer(serializers.Serializer[Any]):
         max_length=CONTENT_MAX_CHARS,
         help_text="Empty: run the current agent again.",
     )
-    role = serializers.CharField(required=False, allow_null=True, help_text="Ignored.")
+    role = serializers.JSONField(required=False, allow_null=True, help_text="Ignored.")
     agent_type = serializers.CharField(
         required=False,
         allow_null=True,
@@ -105,9 +105,7 @@ class SwitchAgentSerializer(serializers.Serializer[Any]):
     reason = serializers.CharField(
         required=False, allow_null=True, allow_blank=True, max_length=REASON_MAX_CHARS
     )
-    content = serializers.CharField(
-        required=False, allow_null=True, allow_blank=True, help_text="Ignored."
-    )
+    content = serializers.JSONField(required=False, allow_null=True, help_text="Ignored.")
 
 
 class StreamRequestSerializer(serializers.Serializer[Any]):

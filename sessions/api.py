@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from agent_runtime.errors import NotFound
 from agent_runtime.openapi import AgentSwitchSerializer, errors
-from agent_runtime.rest import StrictCharField, StrictSerializer, body
+from agent_runtime.rest import StrictCharField, StrictSerializer, body, query
 from agents.selectors import agent_switches
 from sessions import selectors, services
 from sessions.models import AgentSession, AuditEvent, Message
@@ -240,8 +240,13 @@ class SessionUsageSerializer(serializers.Serializer[Any]):
 # --- Views --------------------------------------------------------------------------------------
 
 
+@extend_schema_field({"type": "string", "pattern": services.SESSION_ID_RE.pattern})
+class SessionIdField(StrictCharField):
+    """A client-chosen id; ``services.validate_session_id`` checks it (and says how)."""
+
+
 class SessionCreateInput(StrictSerializer):
-    session_id = StrictCharField(required=False, allow_null=True, trim_whitespace=False)
+    session_id = SessionIdField(required=False, allow_null=True, trim_whitespace=False)
     title = StrictCharField(required=False, allow_blank=True, max_length=services.TITLE_MAX_CHARS)
 
 
@@ -291,7 +296,7 @@ def sessions_collection(request: Request) -> Response:
             },
             status=status.HTTP_201_CREATED,
         )
-    params = SessionListInput(data=request.query_params)
+    params = SessionListInput(data=query(request))
     params.is_valid(raise_exception=True)
     page, total = selectors.session_list(**params.validated_data)
     return Response(
@@ -326,7 +331,7 @@ def session_detail(request: Request, session_id: str) -> Response:
     if request.method == "DELETE":
         services.session_delete(session=session)
         return Response(status=status.HTTP_204_NO_CONTENT)
-    params = SessionGetInput(data=request.query_params)
+    params = SessionGetInput(data=query(request))
     params.is_valid(raise_exception=True)
     messages = None
     if params.validated_data["include_messages"]:
@@ -362,7 +367,7 @@ class HistoryInput(serializers.Serializer[Any]):
 @api_view(["GET"])
 def session_history(request: Request, session_id: str) -> Response:
     session = services.session_get(session_id=session_id)
-    params = HistoryInput(data=request.query_params)
+    params = HistoryInput(data=query(request))
     params.is_valid(raise_exception=True)
     messages = selectors.session_messages(session=session, **params.validated_data)
     return Response(
@@ -391,7 +396,7 @@ class AuditLogInput(serializers.Serializer[Any]):
 )
 @api_view(["GET"])
 def audit_log(request: Request) -> Response:
-    params = AuditLogInput(data=request.query_params)
+    params = AuditLogInput(data=query(request))
     params.is_valid(raise_exception=True)
     filters = params.validated_data
     qs = AuditEvent.objects.all()

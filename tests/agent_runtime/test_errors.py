@@ -36,6 +36,8 @@ ENDPOINTS = {
     "event-stats": ("/events/stats", {"GET"}),
     "sessions-with-metrics": ("/events/metrics/sessions", {"GET"}),
     "message-stream": ("/agent/message/stream", {"POST"}),
+    "api-schema": ("/api/schema/", {"GET"}),
+    "api-docs": ("/api/docs/", {"GET"}),
 }
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 WRONG_METHODS = [
