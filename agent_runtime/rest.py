@@ -7,6 +7,8 @@ from typing import Any
 from rest_framework import serializers
 from rest_framework.request import Request
 
+from agent_runtime.jsonbody import clean_text
+
 
 class StrictCharField(serializers.CharField):
     """A string, and only a string: DRF would turn 12 into "12"."""
@@ -39,8 +41,9 @@ def query(request: Request) -> dict[str, str]:
     Given the QueryDict itself, DRF reads it as an HTML form and takes an empty value
     (``?limit=``, ``?event_type=``) for an absent one, so the schema's "an integer from 1 to
     1000" let an empty string through. As a dict, an empty value is validated like any other.
+    Values are cleaned as JSON bodies are (a NUL would be a 500 on PostgreSQL).
     """
-    return request.query_params.dict()
+    return {key: clean_text(value) for key, value in request.query_params.dict().items()}
 
 
 def body(request: Request) -> Any:

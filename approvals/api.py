@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agent_runtime.errors import ApplicationError
+from agent_runtime.jsonbody import clean_text
 from agent_runtime.openapi import errors
 from agent_runtime.rest import body
 from agents.messages import CALL_ID_MAX, parse_decision
@@ -127,6 +128,7 @@ def approval_decision(request: Request, session_id: str, call_id: str) -> Respon
         raise ApplicationError("the body must be a JSON object.")
     if len(call_id) > CALL_ID_MAX:
         raise ApplicationError("call_id is too long.")
+    call_id = clean_text(call_id)  # as a body's would be: a NUL is a 500 on PostgreSQL
     message = parse_decision(data, call_id=call_id)
     who = data.get("decided_by")
     if who is not None and (not isinstance(who, str) or not DECIDER_RE.fullmatch(who)):
