@@ -32,13 +32,13 @@ class AutoSchema(openapi.AutoSchema):
         return ["application/json"]
 
     def _map_basic_serializer(self, serializer: Any, direction: str) -> dict[str, Any]:
-        schema: dict[str, Any] = super()._map_basic_serializer(serializer, direction)
+        schema: dict[str, Any] = super()._map_basic_serializer(serializer, direction)  # type: ignore[no-untyped-call]
         if isinstance(serializer, StrictSerializer):  # an unknown key is a 400
             schema["additionalProperties"] = False
         return schema
 
     def _get_request_for_media_type(self, serializer: Any, direction: str = "request") -> Any:
-        schema, required = super()._get_request_for_media_type(serializer, direction)
+        schema, required = super()._get_request_for_media_type(serializer, direction)  # type: ignore[no-untyped-call]
         # A oneOf body (a decision, a stream request's message) has no "required" list of its
         # own for drf-spectacular to read; each of its shapes requires keys.
         return schema, required or isinstance(serializer, PolymorphicProxySerializer)
