@@ -27,7 +27,7 @@ from agent_runtime import jsonbody
 from agent_runtime.errors import ApplicationError, error_response, method_not_allowed
 from agent_runtime.openapi import document, errors, event_stream
 from agents import turns
-from agents.chunks import KEEPALIVE_FRAME, error_chunk, sse_frame
+from agents.chunks import KEEPALIVE_FRAME, refusal_chunk, sse_frame
 from agents.consumers import LAYER_DOWN, LAYER_DOWN_TEXT
 from agents.messages import (
     CALL_ID_MAX,
@@ -226,10 +226,7 @@ async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpRe
 
 async def _refusal(exc: ApplicationError) -> AsyncIterator[bytes]:
     """One final ``error`` chunk carrying the HTTP status it stands for (PROTOCOL §3)."""
-    metadata: dict[str, Any] = {"status": exc.status, "code": exc.code}
-    if "Retry-After" in exc.headers:
-        metadata["retry_after"] = int(exc.headers["Retry-After"])
-    yield sse_frame(error_chunk(exc.detail, **metadata))
+    yield sse_frame(refusal_chunk(exc))
 
 
 def sse_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
