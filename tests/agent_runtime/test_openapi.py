@@ -6,6 +6,7 @@ import io
 import json
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -238,3 +239,27 @@ def test_the_docs_are_public_only_when_configured(settings, url, public, who, st
     assert response.status_code == status
     if status == 401:
         assert response.json() == {"detail": "unauthorized"}
+
+
+# --- the docs in the project ---------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/protocol.md"])
+def test_the_docs_link_only_to_files_in_the_project(doc):
+    """A clone has no ../shared/: every relative link must resolve inside the repository, and
+    every #anchor to a heading of its file."""
+    text = (ROOT / doc).read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert links
+    for link in links:
+        if link.startswith(("http://", "https://")):
+            continue
+        target, _, anchor = link.partition("#")
+        path = (ROOT / doc).parent / target if target else ROOT / doc
+        assert path.resolve().is_relative_to(ROOT) and path.exists(), f"{doc}: {link}"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", path.read_text(), flags=re.M)
+            slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+            assert anchor in slugs, f"{doc}: {link}"
