@@ -131,6 +131,7 @@ class HealthSerializer(serializers.Serializer[Any]):
 def _health_doc(summary: str, ok: str, unavailable: str) -> Any:
     return extend_schema(
         summary=summary,
+        tags=["operations"],
         auth=[],  # public: for operators' probes and load balancers
         responses={
             200: OpenApiResponse(HealthSerializer, description=ok),

@@ -142,6 +142,7 @@ def render() -> str:
 @document(
     get=extend_schema(
         summary="Prometheus metrics (text format)",
+        tags=["operations"],
         description="No key needed unless `METRICS_REQUIRE_KEY=true`.",
         # The key is optional unless the setting asks for it. (Typed as names; drf-spectacular
         # takes these security requirement objects as they are.)

@@ -242,8 +242,10 @@ API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", DEBUG)
 SPECTACULAR_SETTINGS = {
     "TITLE": "agent-runtime",
     "DESCRIPTION": (
-        "REST and SSE endpoints of the agent runtime. The wire contract, WebSocket included, "
-        'is docs/protocol.md in the project. Every error body is {"detail": "<English>"}.'
+        "REST and SSE endpoints of the agent runtime. Every endpoint but the public ones "
+        "takes the `X-Internal-Auth` header (*Authorize*); every error body is "
+        '`{"detail": "English text"}`. The whole wire contract, the WebSocket included, is '
+        "`docs/protocol.md` in the project."
     ),
     "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,

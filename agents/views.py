@@ -180,6 +180,7 @@ def _read_json(request: HttpRequest) -> Any:
 @document(
     post=extend_schema(
         summary="Send a message; the turn streams back as server-sent events",
+        tags=["stream"],
         description=(
             "Only a body that is not a stream request at all gets an HTTP error (400, 401, "
             "413). Every other refusal (unknown session or call, a busy session, a rate limit, "
