@@ -17,6 +17,7 @@ from rest_framework import serializers
 from rest_framework.views import APIView
 
 from agent_runtime.rest import StrictSerializer
+from agents.chunks import CHUNK_KEYS
 from agents.messages import CALL_ID_MAX
 from sessions.services import SESSION_ID_RE
 
@@ -140,18 +141,7 @@ CHUNK_SCHEMA: dict[str, Any] = {
             },
         },
     },
-    "required": [
-        "type",
-        "content",
-        "token",
-        "is_final",
-        "call_id",
-        "tool_name",
-        "arguments",
-        "requires_approval",
-        "error",
-        "metadata",
-    ],
+    "required": list(CHUNK_KEYS),
 }
 
 

@@ -17,6 +17,8 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from tests import ide_union
+
 pytestmark = pytest.mark.django_db
 
 KEY = "dev-internal-key"
@@ -146,25 +148,19 @@ def test_the_stream_endpoint_documents_its_body_and_its_event_stream():
     event = operation["responses"]["200"]["content"]["text/event-stream"]["schema"]
     assert event["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/Chunk"}
     chunk = document["components"]["schemas"]["Chunk"]
-    # [compat] PROTOCOL §3.2, written out here: every key, always.
-    assert chunk["required"] == [
-        "type",
-        "content",
-        "token",
-        "is_final",
-        "call_id",
-        "tool_name",
-        "arguments",
-        "requires_approval",
-        "error",
-        "metadata",
-    ]
-    assert chunk["properties"]["type"]["enum"] == [
-        "assistant_message",
-        "tool_call",
-        "agent_switched",
-        "error",
-    ]
+    # Held to the IDE's decoder (tests/ide_union.py), written out from the protocol: every key,
+    # always, each of the type the IDE reads.
+    assert chunk["required"] == list(ide_union.KEYS)
+    props = chunk["properties"]
+    assert props["type"]["enum"] == list(ide_union.TYPES)
+    for key in ide_union.STRINGS:
+        assert props[key]["type"] == ["string", "null"], key
+    for key in ide_union.BOOLEANS:
+        assert props[key]["type"] == "boolean", key
+    for key in ide_union.OBJECTS:
+        assert props[key]["type"] == ["object", "null"], key
+    confidence = props["metadata"]["properties"]["confidence"]["enum"]
+    assert confidence == [*ide_union.CONFIDENCE_LEVELS, None]
 
 
 def test_public_endpoints_need_no_key_and_the_rest_do():
