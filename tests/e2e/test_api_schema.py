@@ -1,4 +1,5 @@
-"""The API against its own schema, on a live daphne (DEBUG off, the demo model).
+"""The API against its own schema, on a live daphne (DEBUG off, the demo model), on SQLite and
+on PostgreSQL + Redis.
 
 schemathesis reads /api/schema/ from the server and sends what it generates from it (valid and
 invalid input, stateful sequences through the links it infers) with every check it has: no 5xx,
@@ -34,9 +35,20 @@ SEED = os.environ.get("SCHEMATHESIS_SEED", "20261203")
 NOT_FUZZED = "/sessions/{session_id}/events"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
 def runtime(request: pytest.FixtureRequest, sqlite_url: str) -> Runtime:
-    return start_runtime(request, database_url=sqlite_url, name="schema")
+    """The embedded defaults, and production's services: PostgreSQL refuses what SQLite stores
+    (a NUL in text was a 500 there), so the fuzzing runs on both."""
+    if request.param == "sqlite":
+        return start_runtime(request, database_url=sqlite_url, name="schema-sqlite")
+    redis_env = request.getfixturevalue("redis_env")
+    return start_runtime(
+        request,
+        database_url=request.getfixturevalue("postgres_db"),
+        redis_url=redis_env["REDIS_URL"],
+        extra_env={k: v for k, v in redis_env.items() if k != "REDIS_URL"},
+        name="schema-postgres",
+    )
 
 
 def test_the_docs_page_and_its_assets_are_served_with_debug_off(runtime):
