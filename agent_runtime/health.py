@@ -17,8 +17,11 @@ from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
 
 from agent_runtime.errors import method_not_allowed
+from agent_runtime.openapi import document
 from agents.llm import breaker_state, breaker_states, get_provider
 
 if TYPE_CHECKING:
@@ -105,8 +108,52 @@ async def _health_payload() -> dict[str, Any]:
     }
 
 
+class CheckSerializer(serializers.Serializer[Any]):
+    """One check; each adds what it knows (backend, vendor, provider, breaker state...)."""
+
+    status = serializers.ChoiceField(choices=["ok", "error"])
+    detail = serializers.CharField(required=False, help_text="What failed, when it did.")
+    latency_ms = serializers.FloatField(required=False)
+
+
+class ChecksSerializer(serializers.Serializer[Any]):
+    database = CheckSerializer()
+    cache = CheckSerializer()
+    channel_layer = CheckSerializer()
+    llm = CheckSerializer()
+    circuit_breaker = CheckSerializer()
+
+
+class HealthSerializer(serializers.Serializer[Any]):
+    status = serializers.ChoiceField(choices=["healthy", "degraded", "unhealthy"])
+    service = serializers.CharField()
+    version = serializers.CharField()
+    llm_mode = serializers.ChoiceField(choices=["demo", "remote"])
+    ready = serializers.BooleanField(help_text="The database, cache and channel layer answer.")
+    checks = ChecksSerializer()
+
+
+def _health_doc(summary: str, ok: str, unavailable: str) -> Any:
+    return extend_schema(
+        summary=summary,
+        tags=["operations"],
+        auth=[],  # public: for operators' probes and load balancers
+        responses={
+            200: OpenApiResponse(HealthSerializer, description=ok),
+            503: OpenApiResponse(HealthSerializer, description=unavailable),
+        },
+    )
+
+
 # No cookie authenticates these, so CSRF does not apply; checked, a POST would be a 403, not
 # a 405.
+@document(
+    get=_health_doc(
+        "Health of every dependency (no key)",
+        "healthy or degraded.",
+        "unhealthy: no database.",
+    )
+)
 @csrf_exempt
 async def health(request: HttpRequest) -> JsonResponse:
     """GET /health: every check and what failed; 503 only without a database (a process
@@ -118,6 +165,13 @@ async def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse(payload, status=503 if payload["status"] == "unhealthy" else 200)
 
 
+@document(
+    get=_health_doc(
+        "Readiness, for load balancers (no key)",
+        "This process can serve turns.",
+        "The database, the cache or the channel layer is down.",
+    )
+)
 @csrf_exempt
 async def ready(request: HttpRequest) -> JsonResponse:
     """GET /ready, for load balancers: 503 unless the database, the cache and the channel

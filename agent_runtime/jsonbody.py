@@ -2,7 +2,9 @@
 
 Malformed or too deeply nested input is a ValueError with an English message (never a 500),
 and lone UTF-16 surrogates, which JSON can spell ("\\ud83d") but no database can store, become
-U+FFFD: an IDE that cut a file inside an emoji must not make its tool result unstorable.
+U+FFFD: an IDE that cut a file inside an emoji must not make its tool result unstorable. So does
+NUL ("\\u0000", a binary file read as text): PostgreSQL's text and jsonb refuse it, which made
+such a message, tool result or title a 500 there (found while fuzzing the API).
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ def clean_text(value: Any) -> Any:
 
 
 # json.loads has already joined valid surrogate pairs: any surrogate left stands alone.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _clean_str(text: str) -> str:
-    if text.isascii():
+    if text.isascii() and "\x00" not in text:
         return text
-    return _LONE_SURROGATE.sub("\ufffd", text)
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 class SafeJSONParser(JSONParser):

@@ -12,6 +12,9 @@ from django.http import HttpRequest, HttpResponse
 
 from agent_runtime.errors import error_response
 
+# The schema and its page (agent_runtime/apidocs.py), which also admit a staff login.
+API_DOCS_PATHS = ("/api/schema/", "/api/docs/")
+
 
 def key_is_valid(presented: str | None) -> bool:
     """Constant-time comparison with the configured key; never logs either side."""
@@ -46,6 +49,8 @@ class InternalAuthMiddleware:
         if request.path == "/" or request.path.startswith(settings.PUBLIC_PATH_PREFIXES):
             return None
         if request.path == "/metrics" and not settings.METRICS_REQUIRE_KEY:
+            return None
+        if request.path in API_DOCS_PATHS:  # their views check the key or a staff login
             return None
         if not key_is_valid(request.headers.get("X-Internal-Auth")):
             return error_response(401, "unauthorized")

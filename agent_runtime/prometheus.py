@@ -11,8 +11,10 @@ from collections.abc import Iterable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 
 from agent_runtime.errors import method_not_allowed
+from agent_runtime.openapi import document, errors
 from agents.llm import breaker_state, breaker_states
 from approvals.models import Approval
 from sessions.selectors import event_metrics
@@ -152,6 +154,22 @@ def render() -> str:
 
 
 # No cookie authenticates it, so CSRF does not apply; checked, a POST would be a 403, not a 405.
+@document(
+    get=extend_schema(
+        summary="Prometheus metrics (text format)",
+        tags=["operations"],
+        description="No key needed unless `METRICS_REQUIRE_KEY=true`.",
+        # The key is optional unless the setting asks for it. (Typed as names; drf-spectacular
+        # takes these security requirement objects as they are.)
+        auth=[{"InternalAuth": []}, {}],  # type: ignore[list-item]
+        responses={
+            (200, "text/plain"): OpenApiResponse(
+                {"type": "string"}, description="Prometheus text exposition format 0.0.4."
+            ),
+            **errors(401),
+        },
+    )
+)
 @csrf_exempt
 def metrics(request: HttpRequest) -> HttpResponse:
     if request.method not in ("GET", "HEAD"):

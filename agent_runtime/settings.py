@@ -57,6 +57,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",  # first, so its runserver wins
+    # Before rest_framework, so its generateschema (drf-spectacular's) wins over DRF's.
+    "agent_runtime.apps.AgentRuntimeConfig",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -64,12 +66,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # the docs page's assets, served from here: no CDN
     "channels",
     "django_q",
     "sessions.apps.SessionsConfig",
     "agents.apps.AgentsConfig",
     "approvals.apps.ApprovalsConfig",
-    "agent_runtime.apps.AgentRuntimeConfig",
     "playground.apps.PlaygroundConfig",
 ]
 
@@ -231,6 +234,51 @@ REST_FRAMEWORK = {
         "agent_runtime.jsonbody.AnyJSONParser",
     ],
     "EXCEPTION_HANDLER": "agent_runtime.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "agent_runtime.openapi.AutoSchema",
+}
+
+# --- API docs: the OpenAPI schema (/api/schema/) and its page (/api/docs/) ----------------------
+# Public (no key) under DEBUG, as `make run` starts it; otherwise the X-Internal-Auth key or a
+# staff login is needed unless API_DOCS_PUBLIC says otherwise (agent_runtime/apidocs.py).
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", DEBUG)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "agent-runtime",
+    "DESCRIPTION": (
+        "REST and SSE endpoints of the agent runtime. Every endpoint but the public ones "
+        "takes the `X-Internal-Auth` header (*Authorize*); every error body is "
+        '`{"detail": "English text"}`. The whole wire contract, the WebSocket included, is '
+        "`docs/protocol.md` in the project."
+    ),
+    "VERSION": VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+    # 3.1: an event stream's schema can say that each event's data is a chunk (contentSchema).
+    "OAS_VERSION": "3.1.0",
+    # A string that may not be blank says so (minLength 1), as the input serializers enforce.
+    "ENFORCE_NON_BLANK_FIELDS": True,
+    # Shipped by drf-spectacular-sidecar and served as static files: the page works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No badge fetched from validator.swagger.io: nothing leaves the machine.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    # Auth is a header every endpoint but a few public ones checks (InternalAuthMiddleware).
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "InternalAuth": {"type": "apiKey", "in": "header", "name": "X-Internal-Auth"}
+        }
+    },
+    "SECURITY": [{"InternalAuth": []}],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "agent_runtime.openapi.finish",
+    ],
+    # Choice sets that share a field name get names of their own, not hashed ones.
+    "ENUM_NAME_OVERRIDES": {
+        "ApprovalStatusEnum": "approvals.models.Approval.Status",
+        "ApproveOrRejectEnum": ["approve", "reject"],
+        "EditEnum": ["edit"],
+        "HitlDecisionTypeEnum": ["hitl_decision"],
+    },
 }
 
 SESSION_COOKIE_HTTPONLY = True

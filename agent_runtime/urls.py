@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from agent_runtime import errors, health, prometheus
+from agent_runtime import apidocs, errors, health, prometheus
 from agents import api as agents_api
 from agents import views as stream_views
 from approvals import api as approvals_api
@@ -49,6 +49,8 @@ urlpatterns = [
         name="session-metrics",
     ),
     path("agent/message/stream", stream_views.message_stream, name="message-stream"),
+    path("api/schema/", apidocs.schema_view, name="api-schema"),
+    path("api/docs/", apidocs.docs_view, name="api-docs"),
     path("admin/", admin.site.urls),
     path("playground/", include("playground.urls")),
     # Last: whatever no pattern above matched. Django shows its HTML 404 page instead of

@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from agent_runtime.errors import ApplicationError
+
 # [compat] Every chunk carries every key, in this order.
 CHUNK_KEYS = (
     "type",
@@ -102,6 +104,15 @@ def switched_chunk(
 
 def error_chunk(text: str, **metadata: Any) -> dict[str, Any]:
     return chunk("error", content=text, error=text, is_final=True, metadata=metadata or None)
+
+
+def refusal_chunk(exc: ApplicationError) -> dict[str, Any]:
+    """A refusal as an ``error`` chunk whose metadata carries the HTTP status it stands for,
+    its machine word and any ``retry_after`` (PROTOCOL §3): the same over SSE and WebSocket."""
+    metadata: dict[str, Any] = {"status": exc.status, "code": exc.code}
+    if "Retry-After" in exc.headers:
+        metadata["retry_after"] = int(exc.headers["Retry-After"])
+    return error_chunk(exc.detail, **metadata)
 
 
 def dumps(data: Any) -> str:

@@ -18,7 +18,7 @@ from agent_runtime import jsonbody, staff
 from agent_runtime.errors import ApplicationError
 from agent_runtime.middleware import key_is_valid
 from agents import turns
-from agents.chunks import dumps, error_chunk
+from agents.chunks import dumps, error_chunk, refusal_chunk
 from agents.messages import ClientMessage, parse_message
 from agents.services import outstanding_chunks
 from sessions.services import session_get
@@ -149,7 +149,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         try:
             message = parse_message(content)
         except ApplicationError as exc:
-            await self.send_chunk(error_chunk(exc.detail))
+            await self.send_chunk(refusal_chunk(exc))
             return
         # Queued, not awaited here: waiting for the session's lease must not stop this socket
         # from receiving the chunks of the turn it is waiting behind.
@@ -161,8 +161,8 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         while (message := await self.inbox.get()) is not None:
             try:
                 await turns.submit(self.session_id, message, wait=True, actor=actor)
-            except ApplicationError as exc:
-                await self.send_chunk(error_chunk(exc.detail))
+            except ApplicationError as exc:  # as the stream endpoint says it: status, code
+                await self.send_chunk(refusal_chunk(exc))
             except Exception:  # keep serving this socket whatever one frame did
                 logger.exception("frame for session %s failed", self.session_id)
                 await self.send_chunk(error_chunk("The runtime failed to handle this message."))

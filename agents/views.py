@@ -19,14 +19,23 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import is_ratelimited
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from redis.exceptions import RedisError
+from rest_framework import serializers
 
 from agent_runtime import jsonbody
 from agent_runtime.errors import ApplicationError, error_response, method_not_allowed
+from agent_runtime.openapi import document, errors, event_stream
 from agents import turns
-from agents.chunks import KEEPALIVE_FRAME, error_chunk, sse_frame
+from agents.chunks import KEEPALIVE_FRAME, refusal_chunk, sse_frame
 from agents.consumers import LAYER_DOWN, LAYER_DOWN_TEXT
-from agents.messages import parse_request
+from agents.messages import (
+    CALL_ID_MAX,
+    CONTENT_MAX_CHARS,
+    DECISIONS,
+    REASON_MAX_CHARS,
+    parse_request,
+)
 from agents.services import outstanding_chunks
 from sessions.db import TRANSIENT, DatabaseUnavailable
 from sessions.services import session_get, validate_session_id_or_404
@@ -36,6 +45,89 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 LAYER_TIMEOUT_SECONDS = 5.0
+
+
+# --- The stream request (PROTOCOL §3), for the schema: agents.messages parses it -------------
+
+
+class UserMessageSerializer(serializers.Serializer[Any]):
+    type = serializers.ChoiceField(choices=["user_message"])
+    content = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=CONTENT_MAX_CHARS,
+        help_text="Empty: run the current agent again.",
+    )
+    role = serializers.JSONField(required=False, allow_null=True, help_text="Ignored.")
+    agent_type = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=32,
+        help_text="Force this agent (a switch the user asked for).",
+    )
+
+
+class ToolResultSerializer(serializers.Serializer[Any]):
+    type = serializers.ChoiceField(choices=["tool_result"])
+    call_id = serializers.CharField(max_length=CALL_ID_MAX, help_text="An outstanding call's id.")
+    result = serializers.JSONField(required=False, allow_null=True, help_text="Any JSON.")
+    error = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="Set when the tool failed (or the IDE user refused it).",
+    )
+
+
+class HitlApproveOrRejectSerializer(serializers.Serializer[Any]):
+    type = serializers.ChoiceField(choices=["hitl_decision"])
+    call_id = serializers.CharField(max_length=CALL_ID_MAX)
+    decision = serializers.ChoiceField(choices=[d for d in DECISIONS if d != "edit"])
+    modified_arguments = serializers.DictField(required=False, allow_null=True)
+    feedback = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=settings.APPROVAL_FEEDBACK_MAX_CHARS,
+    )
+
+
+class HitlEditSerializer(HitlApproveOrRejectSerializer):
+    decision = serializers.ChoiceField(choices=["edit"])
+    modified_arguments = serializers.DictField(help_text="The arguments the IDE will execute.")
+
+
+class SwitchAgentSerializer(serializers.Serializer[Any]):
+    type = serializers.ChoiceField(choices=["switch_agent"])
+    agent_type = serializers.CharField(max_length=32)
+    reason = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=REASON_MAX_CHARS
+    )
+    content = serializers.JSONField(required=False, allow_null=True, help_text="Ignored.")
+
+
+class StreamRequestSerializer(serializers.Serializer[Any]):
+    session_id = serializers.CharField(
+        help_text="An existing session's id (an unknown one gets an error chunk)."
+    )
+    message = PolymorphicProxySerializer(
+        component_name="ClientMessage",
+        serializers=[
+            UserMessageSerializer,
+            ToolResultSerializer,
+            HitlApproveOrRejectSerializer,
+            HitlEditSerializer,
+            SwitchAgentSerializer,
+        ],
+        resource_type_field_name=None,
+    )
+    wait = serializers.BooleanField(
+        required=False,
+        default=True,
+        help_text="false: refuse at once (an error chunk, status 409) if the session is busy.",
+    )
 
 
 def _rate_limit(request: HttpRequest, session_id: str) -> None:
@@ -85,6 +177,26 @@ def _read_json(request: HttpRequest) -> Any:
 
 
 # Header-authenticated (X-Internal-Auth), never by cookie, so CSRF does not apply.
+@document(
+    post=extend_schema(
+        summary="Send a message; the turn streams back as server-sent events",
+        tags=["stream"],
+        description=(
+            "Only a body that is not a stream request at all gets an HTTP error (400, 401, "
+            "413). Every other refusal (unknown session or call, a busy session, a rate limit, "
+            "a dependency down) is a 200 whose one chunk is an `error` chunk carrying "
+            "`metadata.status` and `metadata.code`: the Gateway shows any non-200 reply as a "
+            'bare "Agent error: <code>".'
+        ),
+        request=StreamRequestSerializer,
+        responses={
+            (200, "text/event-stream"): event_stream(
+                "The turn's chunks; the last has is_final: true and the body closes after it."
+            ),
+            **errors(400, 401, 413),
+        },
+    )
+)
 @csrf_exempt
 async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if request.method != "POST":
@@ -115,10 +227,7 @@ async def message_stream(request: HttpRequest) -> HttpResponse | StreamingHttpRe
 
 async def _refusal(exc: ApplicationError) -> AsyncIterator[bytes]:
     """One final ``error`` chunk carrying the HTTP status it stands for (PROTOCOL §3)."""
-    metadata: dict[str, Any] = {"status": exc.status, "code": exc.code}
-    if "Retry-After" in exc.headers:
-        metadata["retry_after"] = int(exc.headers["Retry-After"])
-    yield sse_frame(error_chunk(exc.detail, **metadata))
+    yield sse_frame(refusal_chunk(exc))
 
 
 def sse_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
@@ -175,6 +284,18 @@ async def sse_stream(listener: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
         timer.cancel()
 
 
+class CancelSerializer(serializers.Serializer[Any]):
+    session_id = serializers.CharField()
+    cancelled = serializers.BooleanField(help_text="A turn was running and is stopped.")
+
+
+@document(
+    post=extend_schema(
+        summary="Stop the session's running turn, in whichever process runs it",
+        request=None,
+        responses={200: CancelSerializer, **errors(401, 404)},
+    )
+)
 @csrf_exempt
 async def session_cancel(request: HttpRequest, session_id: str) -> HttpResponse:
     """POST /sessions/{id}/cancel: stop the running turn, in whichever process runs it."""
@@ -187,6 +308,27 @@ async def session_cancel(request: HttpRequest, session_id: str) -> HttpResponse:
     return JsonResponse({"session_id": session_id, "cancelled": await turns.cancel(session_id)})
 
 
+class EventsInput(serializers.Serializer[Any]):
+    replay = serializers.ChoiceField(
+        choices=["outstanding"],
+        required=False,
+        help_text="First send the tool_call chunks still waiting on the IDE or a human.",
+    )
+
+
+@document(
+    get=extend_schema(
+        summary="Follow every chunk of the session, live (server-sent events)",
+        description="It never ends by itself: the client closes it.",
+        parameters=[EventsInput],
+        responses={
+            (200, "text/event-stream"): event_stream(
+                "Every chunk of every turn of the session, whoever started it."
+            ),
+            **errors(401, 404, 503),
+        },
+    )
+)
 @csrf_exempt  # header-authenticated like the others; checked, a POST would be a 403, not a 405
 async def session_events(
     request: HttpRequest, session_id: str

@@ -132,10 +132,12 @@ def get_provider() -> LLMProvider:
 def reset_provider() -> None:
     """Forget the cached provider and breaker (tests call this after changing settings).
 
-    The old client's pool is left to the garbage collector: it may belong to another event
-    loop, so it cannot be closed from here.
+    The old client's connections are closed without waiting: they may belong to another
+    event loop, which cannot be awaited from here.
     """
     global _provider
     with _lock:
-        _provider = None
+        old, _provider = _provider, None
+        if isinstance(old, OpenAIClient):
+            old.abandon()
         _breakers.clear()

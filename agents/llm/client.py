@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import math
+import os
 import random
 import socket
 import ssl
@@ -221,6 +222,7 @@ class OpenAIClient(LLMProvider):
         if internal_auth:
             self._auth_headers["X-Internal-Auth"] = internal_auth
         self._http: httpx.AsyncClient | None = None
+        self._transport: Transport | None = None
         self._tls: ssl.SSLContext | None = None
         self._http_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
@@ -233,10 +235,12 @@ class OpenAIClient(LLMProvider):
         over the life of the process."""
         loop = asyncio.get_running_loop()
         if self._http is None or self._http_loop is None or self._http_loop() is not loop:
+            self.abandon()
             if self._tls is None:  # loading the CA bundle takes tens of ms: once per client
                 self._tls = httpx.create_ssl_context()
+            self._transport = Transport(tls=self._tls, max_connections=MAX_CONNECTIONS)
             self._http = httpx.AsyncClient(
-                transport=Transport(tls=self._tls, max_connections=MAX_CONNECTIONS),
+                transport=self._transport,
                 # Reads are bounded by the first-byte and idle deadlines below, not by httpx.
                 timeout=httpx.Timeout(
                     connect=self.connect_timeout,
@@ -248,8 +252,14 @@ class OpenAIClient(LLMProvider):
             self._http_loop = weakref.ref(loop)
         return self._http
 
+    def abandon(self) -> None:
+        """Drop the client of a loop that is gone (or going) without waiting for it."""
+        if self._transport is not None:
+            self._transport.abandon()
+        self._http, self._http_loop, self._transport = None, None, None
+
     async def aclose(self) -> None:
-        http, self._http, self._http_loop = self._http, None, None
+        http, self._http, self._http_loop, self._transport = self._http, None, None, None
         if http is not None:
             with contextlib.suppress(Exception):  # its loop may be gone already
                 await http.aclose()
@@ -580,6 +590,8 @@ def _os_reason(exc: BaseException) -> str:
             return "connection refused"
         if isinstance(seen, socket.gaierror):
             return f"the host name does not resolve ({seen.strerror})"
+        if isinstance(seen, OSError) and seen.errno:  # asyncio words it "Connect call failed"
+            return os.strerror(seen.errno).lower()
         if isinstance(seen, OSError) and seen.strerror:
             return str(seen.strerror).lower()
         seen = seen.__cause__ or seen.__context__

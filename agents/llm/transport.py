@@ -13,6 +13,7 @@ the original error.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 
@@ -80,6 +81,14 @@ class Transport(AiohttpTransport):
             ssl=self._tls,
         )
         return aiohttp.ClientSession(connector=connector, trust_env=True)
+
+    def abandon(self) -> None:
+        """Close the session's connections now, without awaiting (its loop may be closed):
+        aiohttp would otherwise report an unclosed session when it is collected."""
+        session = self.client
+        if isinstance(session, aiohttp.ClientSession) and session.connector is not None:
+            with contextlib.suppress(Exception):
+                session.connector._close()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:

@@ -36,6 +36,8 @@ ENDPOINTS = {
     "event-stats": ("/events/stats", {"GET"}),
     "sessions-with-metrics": ("/events/metrics/sessions", {"GET"}),
     "message-stream": ("/agent/message/stream", {"POST"}),
+    "api-schema": ("/api/schema/", {"GET"}),
+    "api-docs": ("/api/docs/", {"GET"}),
 }
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 WRONG_METHODS = [
@@ -121,6 +123,28 @@ def test_an_unknown_url_is_json_with_debug_on_too(client, settings):
     settings.DEBUG = True
     response = client.get("/no/such/endpoint", headers={"X-Internal-Auth": KEY})
     assert assert_json_error(response, 404) == "not found: /no/such/endpoint"
+
+
+def test_a_nul_anywhere_is_never_a_500(client, make_session):
+    # PostgreSQL's text refuses NUL: each of these was a 500 there (found while fuzzing).
+    make_session("s1")
+    headers = {"X-Internal-Auth": KEY}
+    created = client.post(
+        "/sessions",
+        {"session_id": "s2", "title": "a\x00b"},
+        content_type="application/json",
+        headers=headers,
+    )
+    assert created.status_code == 201
+    assert created.json()["title"] == "a\ufffdb"
+    assert client.get("/events/audit-log?session_id=s%00", headers=headers).status_code == 200
+    decided = client.post(
+        "/sessions/s1/approvals/c%00/decision",
+        {"decision": "approve"},
+        content_type="application/json",
+        headers=headers,
+    )
+    assert assert_json_error(decided, 404) == "no approval for call 'c\ufffd' in this session"
 
 
 @pytest.mark.urls("tests.agent_runtime.failing_urls")

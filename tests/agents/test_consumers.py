@@ -85,15 +85,18 @@ async def test_a_bad_frame_gets_an_error_only_on_its_socket(llm):
     sender, watcher = socket(), socket()
     await sender.connect()
     await watcher.connect()
-    for frame in [
-        {"type": "shout"},
-        {"type": "tool_result"},
-        {"type": "tool_result", "call_id": "x"},
+    for frame, status in [
+        ({"type": "shout"}, 400),
+        ({"type": "tool_result"}, 400),
+        ({"type": "tool_result", "call_id": "x"}, 404),
     ]:
         await sender.send_json_to(frame)
         error = await chunk_from(sender)
         assert error["type"] == "error" and error["is_final"] is True
         assert error["content"] == error["error"]
+        # What it stands for, as over SSE (PROTOCOL §3).
+        assert error["metadata"]["status"] == status
+        assert error["metadata"]["code"] == {400: "bad_request", 404: "not_found"}[status]
     await sender.send_to(text_data="{not json")
     assert "malformed JSON" in (await chunk_from(sender))["error"]
     assert await watcher.receive_nothing(0.2)

@@ -766,6 +766,19 @@ async def test_a_lone_surrogate_in_a_tool_result_is_stored_as_a_replacement(stre
     assert messages[2]["content"] == "emoji cut \ufffd here"
 
 
+async def test_a_nul_in_a_message_or_a_tool_result_is_stored_as_a_replacement(stream, llm):
+    # PostgreSQL's text refuses NUL: these were 500s there (found while fuzzing the API).
+    await new_session(agent="coder")
+    llm.enqueue(fakellm.tool_calls([("c1", "read_file", '{"path": "a"}')]), fakellm.text("ok"))
+    await stream.send("s1", user("read a\x00b"))
+    refused = await stream.refused("s1", result("c\x00", "x"))
+    assert refused["metadata"]["status"] == 404
+    await stream.send("s1", result("c1", "binary \x00 here"))
+    messages = await history()
+    assert messages[0]["content"] == "read a\ufffdb"
+    assert messages[2]["content"] == "binary \ufffd here"
+
+
 async def test_a_turn_cancelled_before_its_first_step_still_ends_its_stream(llm):
     from agents import turns
     from agents.messages import ClientMessage
