@@ -59,11 +59,14 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 # One run: the single-stream figures, then 100 turns at once on the embedded defaults (against a
-# bare relay under the same daphne, measured in the same run) and on PostgreSQL + Redis.
+# bare relay under the same daphne, measured in the same run) and on PostgreSQL + Redis, then
+# 300 turns on one and on two workers (capacity growing with workers).
 bench: venv
 	$(PY) bench/stream.py
 	$(PY) bench/load.py --turns 100 --sqlite --floor
 	$(PY) bench/load.py --turns 100 --floor
+	$(PY) bench/load.py --turns 300
+	$(PY) bench/load.py --turns 300 --workers 2
 
 # N turns at once on PostgreSQL + Redis (a database and key prefix of its own, removed after).
 bench-load: venv

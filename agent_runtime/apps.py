@@ -10,4 +10,9 @@ class AgentRuntimeConfig(AppConfig):
     verbose_name = "Agent runtime"
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
         from agent_runtime import checks  # noqa: F401  (registers the checks)
+        from agent_runtime.dbpool import install_check
+
+        connection_created.connect(install_check, dispatch_uid="agent_runtime.dbpool")

@@ -130,7 +130,12 @@ async def floor_app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"ok"})
         return
     if _floor_client is None:
-        _floor_client = httpx.AsyncClient(timeout=None)
+        # The same HTTP client stack as the runtime's (httpx over aiohttp), so the ratio
+        # measures the runtime, not the client.
+        from agents.llm.transport import Transport
+
+        transport = Transport(tls=httpx.create_ssl_context(), max_connections=1000)
+        _floor_client = httpx.AsyncClient(timeout=None, transport=transport)
     url = os.environ["LLM_BASE_URL"] + "/v1/chat/completions"
     body = {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     async with _floor_client.stream("POST", url, json=body) as r:

@@ -13,7 +13,4 @@ from drf_spectacular.management.commands import spectacular
 
 
 class Command(spectacular.Command):
-    help = (
-        "Write the OpenAPI 3 schema of the API (the one /api/schema/ serves); the same as "
-        "`manage.py spectacular`."
-    )
+    help = "Write the API's OpenAPI 3 schema (what /api/schema/ serves), as `spectacular` does."
