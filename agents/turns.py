@@ -190,7 +190,9 @@ class Census:
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.asked: dict[str, list[asyncio.Future[int]]] = {}
+        self.asked_now: dict[str, list[asyncio.Future[int]]] = {}
         self.flushing: asyncio.Task[None] | None = None
+        self.flushing_now: asyncio.Task[None] | None = None
 
     @classmethod
     def of(cls, layer: BaseChannelLayer) -> Census | None:
@@ -211,18 +213,24 @@ class Census:
         return self.layer.consistent_hash(group), self.layer._group_key(group), oldest
 
     async def count(self, group: str, *, at_once: bool = False) -> int:
-        if at_once:
-            index, key, oldest = self._key(group)
-            return int(await self.layer.connection(index).zcount(key, oldest, "+inf"))
+        """The group's live members. ``at_once`` (a turn's first chunks): counted with the
+        other counts asked in the same turn of the event loop, not after the window."""
         answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.asked.setdefault(group, []).append(answer)
-        if self.flushing is None:
-            self.flushing = asyncio.create_task(self._flush())
+        asked = self.asked_now if at_once else self.asked
+        asked.setdefault(group, []).append(answer)
+        if at_once and self.flushing_now is None:
+            self.flushing_now = asyncio.create_task(self._flush(now=True))
+        elif not at_once and self.flushing is None:
+            self.flushing = asyncio.create_task(self._flush(now=False))
         return await answer
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(CENSUS_WINDOW_SECONDS)
-        asked, self.asked, self.flushing = self.asked, {}, None
+    async def _flush(self, *, now: bool) -> None:
+        if now:
+            await asyncio.sleep(0)
+            asked, self.asked_now, self.flushing_now = self.asked_now, {}, None
+        else:
+            await asyncio.sleep(CENSUS_WINDOW_SECONDS)
+            asked, self.asked, self.flushing = self.asked, {}, None
         by_index: dict[int, list[tuple[str, Any, int]]] = {}
         for group in asked:
             index, key, oldest = self._key(group)

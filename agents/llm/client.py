@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pybreaker
 
+from agents.chunks import dumps_bytes
 from agents.llm.base import (
     ENDED_EARLY_MESSAGE,
     Completion,
@@ -498,8 +499,12 @@ class OpenAIClient(LLMProvider):
         request = client.build_request(
             "POST",
             self._chat_url,
-            json=payload,
-            headers={"Accept": "text/event-stream, application/json", **self._auth_headers},
+            content=dumps_bytes(payload),  # orjson: a tenth of httpx's json= for the tools
+            headers={
+                "Accept": "text/event-stream, application/json",
+                "Content-Type": "application/json",
+                **self._auth_headers,
+            },
         )
         try:
             async with asyncio.timeout_at(deadline):
