@@ -26,7 +26,7 @@ from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 
-from agent_runtime.errors import error_response
+from agent_runtime.errors import bad_request, error_response, server_error, too_large_detail
 from agent_runtime.middleware import InternalAuthMiddleware
 
 logger = logging.getLogger("django.request")
@@ -50,16 +50,15 @@ class DirectView:
                 return
             body += message.get("body", b"")
             if len(body) > limit:
-                detail = f"request body too large (limit {limit} bytes)"
-                await _send(send, error_response(413, detail))
+                await _send(send, error_response(413, too_large_detail()))
                 return
             if not message.get("more_body"):
                 break
         request = ASGIRequest(scope, io.BytesIO(bytes(body)))
         try:
             request.get_host()
-        except DisallowedHost:
-            await _send(send, error_response(400, "invalid Host header"))
+        except DisallowedHost as exc:
+            await _send(send, bad_request(request, exc))
             return
         response: HttpResponseBase | None = InternalAuthMiddleware.refuse(request)
         if response is None:
@@ -67,7 +66,7 @@ class DirectView:
                 response = await self.view(request)
             except Exception:
                 logger.exception("Internal Server Error: %s", request.path)
-                response = error_response(500, "internal server error")
+                response = server_error(request)
         await _send(send, response, receive)
 
 

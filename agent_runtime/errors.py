@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import (
     DisallowedHost,
     PermissionDenied,
@@ -59,6 +60,11 @@ class NotFound(ApplicationError):
 class Conflict(ApplicationError):
     status = 409
     code = "conflict"
+
+
+def too_large_detail() -> str:
+    """What a 413 for a request body over MAX_REQUEST_BYTES says."""
+    return f"request body too large (limit {settings.MAX_REQUEST_BYTES} bytes)"
 
 
 def error_response(status: int, detail: str, **headers: str) -> JsonResponse:

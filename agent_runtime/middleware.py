@@ -10,7 +10,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from agent_runtime.errors import error_response
+from agent_runtime.errors import error_response, too_large_detail
 
 # The schema and its page (agent_runtime/apidocs.py), which also admit a staff login.
 API_DOCS_PATHS = ("/api/schema/", "/api/docs/")
@@ -56,7 +56,5 @@ class InternalAuthMiddleware:
             return error_response(401, "unauthorized")
         length = request.META.get("CONTENT_LENGTH") or "0"
         if length.isdigit() and int(length) > settings.MAX_REQUEST_BYTES:
-            return error_response(
-                413, f"request body too large (limit {settings.MAX_REQUEST_BYTES} bytes)"
-            )
+            return error_response(413, too_large_detail())
         return None

@@ -24,7 +24,12 @@ from redis.exceptions import RedisError
 from rest_framework import serializers
 
 from agent_runtime import jsonbody
-from agent_runtime.errors import ApplicationError, error_response, method_not_allowed
+from agent_runtime.errors import (
+    ApplicationError,
+    error_response,
+    method_not_allowed,
+    too_large_detail,
+)
 from agent_runtime.openapi import document, errors, event_stream
 from agents import turns
 from agents.chunks import KEEPALIVE_FRAME, refusal_chunk, sse_frame
@@ -167,9 +172,7 @@ def _read_json(request: HttpRequest) -> Any:
     try:
         raw = request.body
     except RequestDataTooBig:
-        raise ApplicationError(
-            f"request body too large (limit {settings.MAX_REQUEST_BYTES} bytes)", status=413
-        ) from None
+        raise ApplicationError(too_large_detail(), status=413) from None
     try:
         return jsonbody.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:

@@ -64,7 +64,9 @@ async def test_it_refuses_a_body_over_the_limit_without_reading_on(settings):
 async def test_it_refuses_a_host_not_allowed():
     response = await _call(host="evil.example")
     assert response["status"] == 400
-    assert response["json"] == {"detail": "invalid Host header"}
+    assert response["json"] == {
+        "detail": "bad request: the Host header is not one this server serves"
+    }
 
 
 async def test_it_answers_other_methods_with_405_and_allow():
