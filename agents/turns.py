@@ -14,6 +14,7 @@ import contextvars
 import functools
 import hashlib
 import logging
+import math
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 
 from agent_runtime.errors import ApplicationError
@@ -153,23 +155,19 @@ class Audience:
         )
         self.census = Census.of(layer)
         self.heard = True  # until counted
-        self.counted_at: float | None = None
+        self.counted_at = -math.inf  # never
 
     def surely_none(self) -> bool:
         """True when a chunk may be dropped without asking anyone (called per chunk)."""
         if self.local is not None:
             return not self.local.get(self.group)
-        return (
-            not self.heard
-            and self.counted_at is not None
-            and time.monotonic() - self.counted_at < PRESENCE_SECONDS
-        )
+        return not self.heard and time.monotonic() - self.counted_at < PRESENCE_SECONDS
 
     async def listening(self) -> bool:
         if self.census is None:
             return self.local is None or bool(self.local.get(self.group))
-        first = self.counted_at is None
-        if first or time.monotonic() - self.counted_at >= PRESENCE_SECONDS:  # type: ignore[operator]
+        first = self.counted_at == -math.inf
+        if time.monotonic() - self.counted_at >= PRESENCE_SECONDS:
             self.counted_at = time.monotonic()
             try:
                 self.heard = await self.census.count(self.group, at_once=first) > 0
@@ -189,17 +187,13 @@ class Census:
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
-        self.asked: dict[str, list[asyncio.Future[int]]] = {}
-        self.asked_now: dict[str, list[asyncio.Future[int]]] = {}
-        self.flushing: asyncio.Task[None] | None = None
-        self.flushing_now: asyncio.Task[None] | None = None
+        # By how long a count may wait for others (0: the same turn of the event loop): the
+        # counts asked so far, and the task that will send them.
+        self.asked: dict[float, dict[str, list[asyncio.Future[int]]]] = {}
+        self.flushing: dict[float, asyncio.Task[None]] = {}
 
     @classmethod
     def of(cls, layer: BaseChannelLayer) -> Census | None:
-        try:
-            from channels_redis.core import RedisChannelLayer
-        except ImportError:  # pragma: no cover - channels_redis is a dependency
-            return None
         if not isinstance(layer, RedisChannelLayer):
             return None
         loop = asyncio.get_running_loop()
@@ -215,22 +209,17 @@ class Census:
     async def count(self, group: str, *, at_once: bool = False) -> int:
         """The group's live members. ``at_once`` (a turn's first chunks): counted with the
         other counts asked in the same turn of the event loop, not after the window."""
+        window = 0.0 if at_once else CENSUS_WINDOW_SECONDS
         answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        asked = self.asked_now if at_once else self.asked
-        asked.setdefault(group, []).append(answer)
-        if at_once and self.flushing_now is None:
-            self.flushing_now = asyncio.create_task(self._flush(now=True))
-        elif not at_once and self.flushing is None:
-            self.flushing = asyncio.create_task(self._flush(now=False))
+        self.asked.setdefault(window, {}).setdefault(group, []).append(answer)
+        if window not in self.flushing:
+            self.flushing[window] = asyncio.create_task(self._flush(window))
         return await answer
 
-    async def _flush(self, *, now: bool) -> None:
-        if now:
-            await asyncio.sleep(0)
-            asked, self.asked_now, self.flushing_now = self.asked_now, {}, None
-        else:
-            await asyncio.sleep(CENSUS_WINDOW_SECONDS)
-            asked, self.asked, self.flushing = self.asked, {}, None
+    async def _flush(self, window: float) -> None:
+        await asyncio.sleep(window)
+        asked = self.asked.pop(window)
+        del self.flushing[window]
         by_index: dict[int, list[tuple[str, Any, int]]] = {}
         for group in asked:
             index, key, oldest = self._key(group)
