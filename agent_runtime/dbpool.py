@@ -10,6 +10,7 @@ idle connection at once and replaces the dead ones, so the caller's next try fin
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -26,30 +27,22 @@ def install_check(sender: Any, connection: Any, **kwargs: Any) -> None:
     """
     pool = getattr(connection, "_connection_pools", {}).get(connection.alias)
     if pool is not None and getattr(pool, "_check", None) is ConnectionPool.check_connection:
-        pool._check = check_connection
+        pool._check = functools.partial(check_connection, pool=pool)
 
 
-def check_connection(conn: Any) -> None:
+def check_connection(conn: Any, *, pool: ConnectionPool[Any]) -> None:
+    """psycopg_pool's check of ``conn``; a dead one starts a sweep of its ``pool``."""
     try:
         ConnectionPool.check_connection(conn)
     except Exception:
-        _sweep_soon()
+        if _sweeping.acquire(blocking=False):  # else a sweep is already running
+            threading.Thread(target=_sweep, args=(pool,), name="db-pool-sweep", daemon=True).start()
         raise
 
 
-def _sweep_soon() -> None:
-    if not _sweeping.acquire(blocking=False):
-        return  # a sweep is already running
-    threading.Thread(target=_sweep, name="db-pool-sweep", daemon=True).start()
-
-
-def _sweep() -> None:
+def _sweep(pool: ConnectionPool[Any]) -> None:
     try:
-        from django.db import connections
-
-        pool = getattr(connections["default"], "pool", None)
-        if pool is not None:
-            pool.check()
+        pool.check()
     except Exception:  # noqa: S110 - a failed sweep leaves the pool's own checks in charge
         pass
     finally:
