@@ -115,20 +115,22 @@ def refusal_chunk(exc: ApplicationError) -> dict[str, Any]:
     return error_chunk(exc.detail, **metadata)
 
 
-def dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
 def dumps_bytes(data: Any) -> bytes:
-    """``dumps(data).encode()``, through orjson where it can (it refuses lone surrogates)."""
+    """Compact JSON, through orjson where it can (it refuses lone surrogates, and integers
+    beyond 64 bits, which json takes)."""
     try:
         return orjson.dumps(data)
     except TypeError:
-        return dumps(data).encode()
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def dumps(data: Any) -> str:
+    """The same text as an SSE frame's data: one encoder for both transports."""
+    return dumps_bytes(data).decode()
 
 
 # Text deltas are most of the traffic and differ only in their text: splice it into a frame
-# encoded once. The result is byte for byte what dumps() gives for the same chunk.
+# encoded once. The result is byte for byte what dumps_bytes() gives for the same chunk.
 _DELTA_HEAD = b'data: {"type":"assistant_message","content":'
 _DELTA_TOKEN = b',"token":'
 _DELTA_TAIL = (
