@@ -192,11 +192,7 @@ async def test_a_long_outage_stops_the_turn_with_an_error_before_its_lease_can_l
 async def test_redis_down_gets_clear_answers_and_everything_recovers(
     api: Api, runtime: Runtime, redis_proxy: FaultProxy, fake: Any, http: httpx.AsyncClient
 ) -> None:
-    try:
-        session = await api.new_session(agent="coder")
-    except AssertionError:
-        print("DAPHNE LOG", runtime.log_tail(6000))
-        raise
+    session = await api.new_session(agent="coder")
     assert (await http.get(f"{runtime.url}/ready")).status_code == 200
     redis_proxy.down()
     try:
