@@ -136,7 +136,7 @@ def open_calls_cancel(*, session_id: str, why: str) -> int:
     strict provider rejects a history with an assistant tool call and no matching tool result.
     A call waiting for a human is cancelled through the decision service, like any decision.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         calls = list(
             ToolCall.objects.select_for_update()
             .for_session(session_id)

@@ -172,18 +172,15 @@ _BUSY = object()
 
 
 def _claim_then(session_id: str, token: str, then: Callable[[], T]) -> Any:
-    """One database round trip: claim the lease and, if that worked, run ``then`` under it."""
-    if not try_claim(session_id, token):
-        if not AgentSession.objects.live().filter(pk=session_id).exists():
-            raise NotFound(f"session {session_id!r} not found")
-        return _BUSY
-    try:
-        # All or nothing: a refusal half-way (a switch over the cap, say) writes nothing.
-        with transaction.atomic():
+    """One transaction: claim the lease and, if that worked, run ``then`` under it. All or
+    nothing: a refusal half-way (a switch over the cap, say) leaves neither the claim nor any
+    write behind."""
+    with transaction.atomic():
+        if try_claim(session_id, token):
             return then()
-    except BaseException:
-        release(TurnLease(session_id=session_id, token=token))
-        raise
+    if not AgentSession.objects.live().filter(pk=session_id).exists():
+        raise NotFound(f"session {session_id!r} not found")
+    return _BUSY
 
 
 async def acquire(session_id: str, *, wait: bool, then: Callable[[], T]) -> tuple[TurnLease, T]:

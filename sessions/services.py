@@ -113,14 +113,18 @@ def message_append(
     """
     session_id = session if isinstance(session, str) else session.pk
     now = timezone.now()
-    with transaction.atomic():
-        row = (
-            AgentSession.objects.select_for_update()
-            .only("message_count", "title", "turn_owner")
-            .get(pk=session_id)
-        )
-        locks.fence_owner_ok(row.turn_owner)  # a turn that lost its lease writes nothing
-        seq = row.message_count + 1
+    # Inside a caller's transaction no savepoint: a failure here fails the caller's whole.
+    with transaction.atomic(savepoint=False):
+        try:
+            message_count, title, turn_owner = (
+                AgentSession.objects.select_for_update()
+                .values_list("message_count", "title", "turn_owner")
+                .get(pk=session_id)
+            )
+        except AgentSession.DoesNotExist:
+            raise NotFound(f"session {session_id!r} not found") from None
+        locks.fence_owner_ok(turn_owner)  # a turn that lost its lease writes nothing
+        seq = message_count + 1
         message = Message.objects.create(
             session_id=session_id,
             seq=seq,
@@ -137,7 +141,7 @@ def message_append(
             created_at=now,
         )
         changes: dict[str, Any] = {"message_count": F("message_count") + 1, "last_activity": now}
-        if role == Message.Role.USER and not row.title and content:
+        if role == Message.Role.USER and not title and content:
             # The title is the first user message, on one line.
             changes["title"] = " ".join(content.split())[:TITLE_MAX_CHARS]
         AgentSession.objects.filter(pk=session_id).update(**changes)

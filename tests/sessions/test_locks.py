@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from django.db import OperationalError
 
+from agent_runtime.errors import Conflict, NotFound
 from agents.services import agent_switch
 from sessions import locks
 from sessions.db import DatabaseUnavailable, durable
@@ -28,7 +29,9 @@ def test_it_lets_a_turn_write_while_it_holds_its_lease(make_session):
     assert Message.objects.filter(session_id="s1").count() == 1
 
 
-@pytest.mark.django_db
+# Not inside the test's own transaction: a refused append fails its caller's whole transaction
+# (it takes no savepoint of its own), as a turn's writes are meant to.
+@pytest.mark.django_db(transaction=True)
 def test_it_refuses_every_write_of_a_turn_whose_lease_was_taken(make_session):
     lease = claimed(make_session)
     # The lease lapsed during an outage and another turn claimed it.
@@ -98,3 +101,27 @@ async def test_durable_gives_up_with_a_503_the_client_can_read(settings, caplog)
     assert info.value.status == 503 and info.value.code == "database_unavailable"
     assert "could not save the reply" in info.value.detail
     assert any(r.levelname == "ERROR" for r in caplog.records)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_whose_work_fails_leaves_neither_the_claim_nor_its_writes(make_session):
+    make_session("s1")
+
+    def accept_then_refuse() -> None:
+        message_append(session="s1", role="user", content="hi")
+        raise Conflict("refused half-way")
+
+    with pytest.raises(Conflict):
+        asyncio.run(locks.acquire("s1", wait=False, then=accept_then_refuse))
+    row = AgentSession.objects.get(pk="s1")
+    assert (row.turn_owner, row.message_count) == ("", 0)
+    assert not Message.objects.filter(session_id="s1").exists()
+    lease, answer = asyncio.run(locks.acquire("s1", wait=False, then=lambda: "claimed"))
+    assert answer == "claimed"
+    assert AgentSession.objects.get(pk="s1").turn_owner == lease.token
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_of_a_missing_session_is_a_404():
+    with pytest.raises(NotFound):
+        asyncio.run(locks.acquire("nope", wait=False, then=lambda: None))
