@@ -343,6 +343,8 @@ class FakeLLM:
         self.models_status = 200  # what GET /v1/models answers
         self.record = True  # False in long benchmarks, so requests do not pile up in memory
         self.connections = 0  # TCP connections accepted (to check keep-alive reuse)
+        # Requests that came as to an HTTP proxy (absolute-form target): their origins.
+        self.proxied: list[str] = []
         # Like llama.cpp's function calling: tools are ignored unless tool_choice is sent (a
         # tool-call script is answered with IGNORED_TOOLS_REPLY instead).
         self.needs_tool_choice = False
@@ -367,6 +369,7 @@ class FakeLLM:
         with self._lock:
             self._queue.clear()
             self.requests.clear()
+            self.proxied.clear()
             self.connections = 0
             self.models_status = 200
             self.needs_tool_choice = False
@@ -479,6 +482,11 @@ class FakeLLM:
         length = int(headers.get("content-length") or 0)
         body = await reader.readexactly(length) if length else b""
         keep_alive = headers.get("connection", "").lower() != "close"
+        if "://" in target:  # absolute-form: asked as a proxy; it answers for any origin
+            scheme, _, rest = target.partition("://")
+            origin, slash, target = rest.partition("/")
+            self.proxied.append(f"{scheme}://{origin}")
+            target = slash + target
         path = target.split("?", 1)[0]
 
         if method == "GET" and path == "/v1/models":

@@ -9,6 +9,10 @@ httpx-aiohttp (the transport the OpenAI SDK offers as its aiohttp client) maps a
 to httpx's, but a refused connection comes out as ``ConnectTimeout`` and a server that hangs up
 as ``ConnectTimeout`` too; the callers tell those cases apart, so the mapping is redone here from
 the original error.
+
+Proxies come from the environment (``HTTP(S)_PROXY``, ``NO_PROXY``), as with httpx's own
+transport, read once per origin: aiohttp's ``trust_env`` would read them on every request and
+look in ``~/.netrc`` on a thread for every request too.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
+import yarl
+from aiohttp.helpers import get_env_proxy_for_url
 from httpx_aiohttp import AiohttpTransport
 
 KEEPALIVE_SECONDS = 5.0  # httpx's default keep-alive expiry
@@ -62,16 +68,22 @@ class _Body(httpx.AsyncByteStream):
             pass  # a connection that broke is simply not reused
 
 
-class Transport(AiohttpTransport):
-    """One aiohttp session per transport, made on first use in the loop that uses it.
+def env_proxy(url: httpx.URL) -> httpx.Proxy | None:
+    """The proxy the environment names for ``url``'s origin (``NO_PROXY`` honoured), if any."""
+    try:
+        proxy_url, auth = get_env_proxy_for_url(yarl.URL(str(url)))
+    except LookupError:
+        return None
+    return httpx.Proxy(str(proxy_url), auth=(auth.login, auth.password) if auth else None)
 
-    Proxies come from the environment (``HTTPS_PROXY``, ``NO_PROXY``) as they did with httpx's
-    own transport.
-    """
+
+class Transport(AiohttpTransport):
+    """One aiohttp session per transport, made on first use in the loop that uses it."""
 
     def __init__(self, *, tls: ssl.SSLContext, max_connections: int) -> None:
         self._tls = tls
         self._max_connections = max_connections
+        self._proxies: dict[tuple[str, str, int | None], httpx.Proxy | None] = {}
         super().__init__(verify=tls, client=self._session)
 
     def _session(self) -> aiohttp.ClientSession:
@@ -80,7 +92,7 @@ class Transport(AiohttpTransport):
             keepalive_timeout=KEEPALIVE_SECONDS,
             ssl=self._tls,
         )
-        return aiohttp.ClientSession(connector=connector, trust_env=True)
+        return aiohttp.ClientSession(connector=connector)
 
     def abandon(self) -> None:
         """Close the session's connections now, without awaiting (its loop may be closed):
@@ -91,6 +103,12 @@ class Transport(AiohttpTransport):
                 session.connector._close()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        origin = (url.scheme, url.host, url.port)
+        if origin not in self._proxies:
+            self._proxies[origin] = env_proxy(url)
+        # The base class reads it before its first await: no other request can change it between.
+        self.proxy = self._proxies[origin]
         try:
             response = await super().handle_async_request(request)
         except httpx.TransportError as exc:

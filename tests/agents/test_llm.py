@@ -576,6 +576,33 @@ async def test_it_reuses_connections(fake: FakeLLM, make_client: MakeClient) -> 
     assert fake.connections == 1
 
 
+async def test_it_goes_through_the_proxy_the_environment_names(
+    fake: FakeLLM, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", fake.url)  # the fake answers a proxy request itself
+    fake.enqueue(fakellm.text("via the proxy"), fakellm.text("again"))
+    client = make_client(base_url="http://llm.invalid:9/v1")  # no such host: only the proxy works
+
+    assert "".join(texts(await collect(client))) == "via the proxy"
+    assert "".join(texts(await collect(client))) == "again"
+    assert fake.proxied == ["http://llm.invalid:9", "http://llm.invalid:9"]
+
+
+async def test_it_bypasses_the_proxy_for_no_proxy_hosts(
+    fake: FakeLLM, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("http_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")  # a dead proxy
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    fake.enqueue(fakellm.text("direct"))
+
+    assert "".join(texts(await collect(make_client()))) == "direct"
+    assert fake.proxied == []
+
+
 # --- The process-wide provider ------------------------------------------------------------------
 
 
