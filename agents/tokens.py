@@ -23,11 +23,12 @@ kept in the process; each server process learns it again after a restart within 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 import threading
 from typing import Any
+
+import orjson
 
 MESSAGE_OVERHEAD = 4  # role and framing of one chat message (OpenAI counts 3-4)
 REQUEST_OVERHEAD = 3  # the reply's priming
@@ -79,7 +80,9 @@ def estimate_message(message: dict[str, Any]) -> int:
 def estimate_tools(tools: list[dict[str, Any]] | None) -> int:
     if not tools:
         return 0
-    return estimate_text(json.dumps(tools, separators=(",", ":"), sort_keys=True))
+    # orjson: the same compact text as json.dumps(separators=(",", ":")) for ASCII specs, at a
+    # tenth of the cost (this runs twice per model call); the text's estimate is cached.
+    return estimate_text(orjson.dumps(tools, option=orjson.OPT_SORT_KEYS).decode())
 
 
 def estimate_request(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> int:
