@@ -20,7 +20,7 @@ from agents.registry import UnknownAgent, default_agent, get_agent
 from agents.tools import RUNTIME_TOOLS
 from approvals.models import Approval
 from approvals.services import approval_decide
-from sessions import locks
+from sessions import locks, rows
 from sessions.models import AgentSession, AuditEvent, LLMRequest, Message
 from sessions.selectors import llm_messages
 from sessions.services import audit_record, message_append
@@ -136,11 +136,15 @@ def open_calls_cancel(*, session_id: str, why: str) -> int:
     strict provider rejects a history with an assistant tool call and no matching tool result.
     A call waiting for a human is cancelled through the decision service, like any decision.
     """
+    open_states = [ToolCall.Status.QUEUED, *ToolCall.OUTSTANDING]
+    # Every user message asks; nearly always there is none (one statement built once).
+    if not rows.exists(_ANY_OPEN_CALL, [session_id, *open_states]):
+        return 0
     with transaction.atomic(savepoint=False):
         calls = list(
             ToolCall.objects.select_for_update()
             .for_session(session_id)
-            .filter(status__in=[ToolCall.Status.QUEUED, *ToolCall.OUTSTANDING])
+            .filter(status__in=open_states)
             .order_by("id")
         )
         for call in calls:
@@ -158,6 +162,11 @@ def open_calls_cancel(*, session_id: str, why: str) -> int:
             _tool_message(session_id=session_id, call=call, content=f"Cancelled: {why}")
             call.settle(ToolCall.Status.CANCELLED)
     return len(calls)
+
+
+_ANY_OPEN_CALL = (
+    'SELECT 1 FROM "agents_toolcall" WHERE "session_id" = %s AND "status" IN (%s, %s, %s) LIMIT 1'
+)
 
 
 def user_message_accept(*, session_id: str, content: str) -> None:
@@ -260,7 +269,7 @@ def completion_record(
     llm = dict(llm)
     error_type = llm.pop("error_type", "") or "LLMError"
     with transaction.atomic():
-        LLMRequest.objects.create(session_id=session_id, agent=agent, **llm)
+        rows.insert(LLMRequest, session_id=session_id, agent=agent, **llm)
         audit_record(
             event_type=AuditEvent.Type.AGENT_PROCESSED,
             session_id=session_id,
@@ -286,10 +295,13 @@ def completion_record(
                     finish_reason=llm.get("finish_reason", ""),
                 )
             return []
+        asked = [c.id for c in completion.tool_calls]
         taken = set(
             ToolCall.objects.for_session(session_id)
-            .filter(call_id__in=[c.id for c in completion.tool_calls])
+            .filter(call_id__in=asked)
             .values_list("call_id", flat=True)
+            if asked
+            else ()
         )
         calls: list[ToolCall] = []
         wire: list[dict[str, Any]] = []
@@ -329,7 +341,8 @@ def completion_record(
             usage_estimated=bool(usage and usage.estimated),
             finish_reason=completion.finish_reason or "",
         )
-        ToolCall.objects.bulk_create(calls)
+        if calls:
+            ToolCall.objects.bulk_create(calls)
         for call in calls:
             audit_record(
                 event_type=AuditEvent.Type.TOOL_REQUESTED,

@@ -28,11 +28,12 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, Value
+from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
 from agent_runtime.errors import Conflict, NotFound
+from sessions import rows
 from sessions.db import DatabaseUnavailable, durable
 from sessions.models import AgentSession
 
@@ -105,35 +106,44 @@ def _ttl() -> timedelta:
     return timedelta(seconds=settings.TURN_LOCK_TTL_SECONDS)
 
 
+# The lease's statements run in every turn (claim, renewals, release): SQL built once
+# (sessions.rows), the same conditional UPDATEs the ORM would make.
+_CLAIM = (
+    'UPDATE "agent_sessions_agentsession" SET "turn_owner" = %s, "turn_expires_at" = %s'
+    ' WHERE "id" = %s AND "deleted_at" IS NULL AND ("turn_owner" = \'\''
+    ' OR "turn_expires_at" IS NULL OR "turn_expires_at" < %s OR "turn_owner" = %s)'
+)
+_RENEW = (
+    'UPDATE "agent_sessions_agentsession" SET "turn_expires_at" = %s'
+    ' WHERE "id" = %s AND "turn_owner" = %s'
+)
+_RELEASE = (
+    'UPDATE "agent_sessions_agentsession" SET "turn_owner" = \'\', "turn_expires_at" = NULL'
+    ' WHERE "id" = %s AND "turn_owner" IN (%s, %s)'
+)
+
+
+def _expiry(at: Any) -> Any:
+    return rows.db_value(AgentSession, "turn_expires_at", at)
+
+
 def try_claim(session_id: str, token: str) -> bool:
+    """Take a free (or expired) lease of a live session. Our own token counts as free too: a
+    claim retried after a database error may already have gone through."""
     now = timezone.now()
-    free = Q(turn_owner="") | Q(turn_expires_at__lt=now) | Q(turn_expires_at__isnull=True)
-    # Our own token too: a claim retried after a database error may already have gone through.
-    free |= Q(turn_owner=token)
-    return (
-        AgentSession.objects.live()
-        .filter(pk=session_id)
-        .filter(free)
-        .update(turn_owner=token, turn_expires_at=now + _ttl())
-        == 1
-    )
+    params = [token, _expiry(now + _ttl()), session_id, _expiry(now), token]
+    return rows.update(_CLAIM, params) == 1
 
 
 def renew(lease: TurnLease) -> bool:
     """Extend the lease; False means it was revoked (cancelled) or taken over after expiry."""
-    return (
-        AgentSession.objects.filter(pk=lease.session_id, turn_owner=lease.token).update(
-            turn_expires_at=timezone.now() + _ttl()
-        )
-        == 1
-    )
+    params = [_expiry(timezone.now() + _ttl()), lease.session_id, lease.token]
+    return rows.update(_RENEW, params) == 1
 
 
 def release(lease: TurnLease) -> None:
     """Free the session, also when the lease was revoked (the cancelled turn has now stopped)."""
-    AgentSession.objects.filter(
-        pk=lease.session_id, turn_owner__in=(lease.token, REVOKED + lease.token)
-    ).update(turn_owner="", turn_expires_at=None)
+    rows.update(_RELEASE, [lease.session_id, lease.token, REVOKED + lease.token])
 
 
 async def release_soon(lease: TurnLease) -> bool:

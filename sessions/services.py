@@ -7,11 +7,10 @@ import uuid
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from agent_runtime.errors import ApplicationError, Conflict, NotFound
-from sessions import locks
+from sessions import locks, rows
 from sessions.models import AgentSession, AuditEvent, Message
 from sessions.selectors import sessions_to_purge
 from sessions.signals import session_created, session_deleting
@@ -51,7 +50,8 @@ def audit_record(
     correlation_id: str = "",
     **data: Any,
 ) -> AuditEvent:
-    return AuditEvent.objects.create(
+    return rows.insert(
+        AuditEvent,
         event_type=event_type,
         session_id=session_id,
         agent=agent,
@@ -108,24 +108,29 @@ def message_append(
 ) -> Message:
     """Append one message: one INSERT, plus the session's counters; history is never rewritten.
 
-    The session row is locked (select_for_update) so two writers cannot take the same seq,
-    and inside a turn that lock also proves the turn still holds its lease (sessions.locks).
+    The counter's UPDATE locks the session row and returns the new seq, so two writers cannot
+    take the same one; inside a turn the owner it returns also proves the turn still holds its
+    lease (sessions.locks). Two statements, built once (sessions.rows): this runs several
+    times in every turn.
     """
     session_id = session if isinstance(session, str) else session.pk
     now = timezone.now()
+    # The first user message becomes the title, on one line.
+    title = " ".join(content.split())[:TITLE_MAX_CHARS] if role == Message.Role.USER else ""
     # Inside a caller's transaction no savepoint: a failure here fails the caller's whole.
     with transaction.atomic(savepoint=False):
-        try:
-            message_count, title, turn_owner = (
-                AgentSession.objects.select_for_update()
-                .values_list("message_count", "title", "turn_owner")
-                .get(pk=session_id)
-            )
-        except AgentSession.DoesNotExist:
-            raise NotFound(f"session {session_id!r} not found") from None
+        # Takes the row's lock as SELECT ... FOR UPDATE would, and hands back the seq.
+        counted = rows.update_returning(
+            _BUMP_TITLED if title else _BUMP,
+            [rows.db_value(AgentSession, "last_activity", now), *([title] if title else []),
+             session_id],
+        )  # fmt: skip
+        if counted is None:
+            raise NotFound(f"session {session_id!r} not found")
+        seq, turn_owner = counted
         locks.fence_owner_ok(turn_owner)  # a turn that lost its lease writes nothing
-        seq = message_count + 1
-        message = Message.objects.create(
+        return rows.insert(
+            Message,
             session_id=session_id,
             seq=seq,
             role=role,
@@ -140,12 +145,17 @@ def message_append(
             finish_reason=finish_reason,
             created_at=now,
         )
-        changes: dict[str, Any] = {"message_count": F("message_count") + 1, "last_activity": now}
-        if role == Message.Role.USER and not title and content:
-            # The title is the first user message, on one line.
-            changes["title"] = " ".join(content.split())[:TITLE_MAX_CHARS]
-        AgentSession.objects.filter(pk=session_id).update(**changes)
-    return message
+
+
+_BUMP = (
+    'UPDATE "agent_sessions_agentsession" SET "message_count" = "message_count" + 1,'
+    ' "last_activity" = %s WHERE "id" = %s RETURNING "message_count", "turn_owner"'
+)
+_BUMP_TITLED = (
+    'UPDATE "agent_sessions_agentsession" SET "message_count" = "message_count" + 1,'
+    ' "last_activity" = %s, "title" = CASE WHEN "title" = \'\' THEN %s ELSE "title" END'
+    ' WHERE "id" = %s RETURNING "message_count", "turn_owner"'
+)
 
 
 def sessions_purge(*, older_than_days: int, for_real: bool) -> int:
