@@ -63,7 +63,7 @@ typecheck: venv
 # 300 turns on one and on two workers (capacity growing with workers).
 bench: venv
 	$(PY) bench/stream.py
-	$(PY) bench/load.py --turns 100 --sqlite --floor
+	$(PY) bench/load.py --turns 100 --sqlite --floor --uvicorn
 	$(PY) bench/load.py --turns 100 --floor
 	$(PY) bench/load.py --turns 300
 	$(PY) bench/load.py --turns 300 --workers 2

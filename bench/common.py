@@ -204,6 +204,17 @@ def spawn_daphne(
     return Runtime(proc, f"http://127.0.0.1:{port}", log)
 
 
+def spawn_uvicorn(env: dict[str, str], log: Path, *, app: str = ASGI_APP) -> Runtime:
+    """The same app under uvicorn (httptools, uvloop), for reference only: the runtime is served
+    by daphne. Not yet ready (see ``wait_healthy``)."""
+    port = free_port()
+    cmd = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--lifespan", "off", "--no-access-log", "--log-level", "warning"]
+    cmd += ["--http", "httptools", "--loop", "uvloop", "--backlog", "2048"]
+    proc = spawn(cmd, env=env, log=log)
+    return Runtime(proc, f"http://127.0.0.1:{port}", log)
+
+
 def wait_healthy(runtime: Runtime, timeout: float = 60) -> None:
     """Until ``GET /health`` answers 200; BenchError (with the log's tail) otherwise."""
     deadline = time.monotonic() + timeout
@@ -212,7 +223,7 @@ def wait_healthy(runtime: Runtime, timeout: float = 60) -> None:
         while time.monotonic() < deadline:
             if runtime.proc.poll() is not None:
                 raise BenchError(
-                    f"daphne exited with {runtime.proc.returncode}:\n{tail(runtime.log)}"
+                    f"the server exited with {runtime.proc.returncode}:\n{tail(runtime.log)}"
                 )
             try:
                 r = client.get(f"{runtime.url}/health")

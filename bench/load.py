@@ -596,21 +596,76 @@ def server_errors(logs: list[Path]) -> collections.Counter[str]:
     return counts
 
 
-def measure_floor(
-    fake_url: str, sessions: list[str], args: argparse.Namespace, tmp: Path, log: Log
-) -> float:
-    """Server CPU seconds per relayed token of the same load on a bare relay (no Django, no
-    database), in the same run: the floor the runtime's cost is read against."""
-    env = {**os.environ, "LLM_BASE_URL": fake_url, "PYTHONPATH": str(common.ROOT)}
-    floor = common.spawn_daphne(env, tmp / "floor.log", app="bench.stream:floor_app")
-    common.wait_healthy(floor)
-    log(f"floor: {len(sessions)} turns on a bare relay")
-    cpu0 = cpu_seconds(floor.pid)
-    turns, _ = asyncio.run(run_turns([floor], sessions, time.monotonic() + args.deadline, log))
-    time.sleep(SETTLE)
-    cpu1 = cpu_seconds(floor.pid)
-    common.stop(floor.proc)
-    return (cpu1 - cpu0) / max(1, sum(t.tokens for t in turns))
+@dataclass
+class Reference:
+    """The same load (same sessions, same fake LLM) on another server, in the same run."""
+
+    label: str
+    cpu_per_token: float  # seconds
+    ttfts: list[float]  # ms, completed turns
+    completed: int
+    n: int
+
+    def row(self, runtime_cost: float) -> tuple[str, ...]:
+        ttft = self.ttfts
+        return (
+            self.label,
+            f"{self.cpu_per_token * 1e6:.0f} us/token",
+            f"x{runtime_cost / self.cpu_per_token:.2f}" if self.cpu_per_token else "-",
+            f"{pct(ttft, 50):.0f} / {pct(ttft, 99):.0f} ms" if ttft else "-",
+            f"{self.completed}/{self.n}",
+        )
+
+
+def measure_reference(
+    label: str, server: Runtime, sessions: list[str], args: argparse.Namespace, log: Log
+) -> Reference:
+    """Put the load on one more server process and read its CPU per token and TTFT."""
+    try:
+        common.wait_healthy(server)
+        log(f"{label}: {len(sessions)} turns")
+        cpu0 = cpu_seconds(server.pid)
+        turns, _ = asyncio.run(run_turns([server], sessions, time.monotonic() + args.deadline, log))
+        time.sleep(SETTLE)
+        cpu1 = cpu_seconds(server.pid)
+    finally:
+        common.stop(server.proc)
+    done = [t for t in turns if t.verdict(args.tokens) is None]
+    return Reference(
+        label=label,
+        cpu_per_token=(cpu1 - cpu0) / max(1, sum(t.tokens for t in turns)),
+        ttfts=[t.ttft * 1000 for t in done if t.ttft is not None],
+        completed=len(done),
+        n=len(turns),
+    )
+
+
+def measure_references(
+    runtime_env_: dict[str, str],
+    fake_url: str,
+    sessions: list[str],
+    args: argparse.Namespace,
+    tmp: Path,
+    log: Log,
+) -> list[Reference]:
+    """``--floor``: a bare relay (``bench.stream:floor_app``: no Django, no database) under
+    daphne, the floor the runtime's cost is read against. ``--uvicorn``: the bare relay and the
+    runtime itself, one process each, under uvicorn (httptools, uvloop), reported beside daphne.
+    """
+    floor_env = {**os.environ, "LLM_BASE_URL": fake_url, "PYTHONPATH": str(common.ROOT)}
+    apps = {"relay": "bench.stream:floor_app", "bare": "bench.stream:bare_app"}
+    refs = []
+    if args.floor:
+        for name, app in apps.items():
+            server = common.spawn_daphne(floor_env, tmp / f"{name}.log", app=app)
+            refs.append(measure_reference(f"{name}, daphne", server, sessions, args, log))
+    if args.uvicorn:
+        for name, app in apps.items():
+            server = common.spawn_uvicorn(floor_env, tmp / f"{name}-uvicorn.log", app=app)
+            refs.append(measure_reference(f"{name}, uvicorn", server, sessions, args, log))
+        server = common.spawn_uvicorn(runtime_env_, tmp / "uvicorn.log")
+        refs.append(measure_reference("runtime, uvicorn (1 process)", server, sessions, args, log))
+    return refs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -636,6 +691,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also put the same load on a bare relay under daphne (bench.stream:floor_app) "
         "and print the runtime's CPU per token against it",
+    )
+    parser.add_argument(
+        "--uvicorn",
+        action="store_true",
+        help="also put the same load on the bare relay and on the runtime under uvicorn "
+        "(reported beside daphne, which serves the runtime)",
     )
     args = parser.parse_args(argv)
     if args.turns < 1 or args.tokens < 1 or args.workers < 1 or args.delay < 0:
@@ -663,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
             common.migrate(env)
             log("starting the fake LLM and daphne")
             fake = common.start_fake(args.tokens, args.delay, tmp, "load")
-            servers, pids = start_servers(runtime_env(b, fake.url), args.workers, tmp)
+            env = runtime_env(b, fake.url)
+            servers, pids = start_servers(env, args.workers, tmp)
             log(f"creating {args.turns} sessions")
             sessions = asyncio.run(create_sessions(servers, args.turns))
 
@@ -682,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
             log("done; stopping")
             for server in servers:
                 common.stop(server.proc)
-            floor_cost = measure_floor(fake.url, sessions, args, tmp, log) if args.floor else None
+            refs = measure_references(env, fake.url, sessions, args, tmp, log)
             common.stop_all()
             status = report(
                 Figures(
@@ -698,15 +760,11 @@ def main(argv: list[str] | None = None) -> int:
                     logs=[s.log for s in servers],
                 )
             )
-            if floor_cost is not None:
+            if refs:
                 runtime_cost = (cpu1[0] - cpu0[0]) / max(1, sum(t.tokens for t in turns))
-                print_table(
-                    [
-                        ("bare relay under daphne (floor)", f"{floor_cost * 1e6:.0f} us/token"),
-                        ("runtime / floor", f"x{runtime_cost / floor_cost:.2f}"),
-                    ],
-                    header=False,
-                )
+                print("\nthe same load on other servers, one process each, in this run:")
+                head = ("server", "CPU/token", "runtime / it", "TTFT p50 / p99", "completed")
+                print_table([head, *(r.row(runtime_cost) for r in refs)], align="lrrrr")
             keep = keep or status != 0
             return status
     except (

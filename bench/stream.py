@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 if __package__ in (None, ""):  # run as a script: make the ``bench`` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -118,17 +119,8 @@ def _floor_frame(token: str, is_final: bool) -> bytes:
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def floor_app(scope, receive, send):
+def _floor_client_get() -> httpx.AsyncClient:
     global _floor_client
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):
-        pass
-    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    if scope["path"] == "/health":
-        await send({"type": "http.response.body", "body": b"ok"})
-        return
     if _floor_client is None:
         # The same HTTP client stack as the runtime's (httpx over aiohttp), so the ratio
         # measures the runtime, not the client.
@@ -136,9 +128,23 @@ async def floor_app(scope, receive, send):
 
         transport = Transport(tls=httpx.create_ssl_context(), max_connections=1000)
         _floor_client = httpx.AsyncClient(timeout=None, transport=transport)
+    return _floor_client
+
+
+async def floor_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    client = _floor_client_get()  # on /health already: its imports are not measured
+    if scope["path"] == "/health":
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
     url = os.environ["LLM_BASE_URL"] + "/v1/chat/completions"
     body = {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    async with _floor_client.stream("POST", url, json=body) as r:
+    async with client.stream("POST", url, json=body) as r:
         buf = b""
         async for data in r.aiter_bytes():
             *events, buf = (buf + data).split(b"\n\n")
@@ -152,6 +158,56 @@ async def floor_app(scope, receive, send):
                              "more_body": True}
                         )  # fmt: skip
     await send({"type": "http.response.body", "body": _floor_frame("", True)})
+
+
+# The least a relay can do at all: the model's stream over a raw asyncio connection (HTTP/1.1
+# by hand, one connection per turn), each event's text found with orjson and sent on as a
+# chunk. What the server (daphne or uvicorn) costs per token, with next to nothing of ours.
+# Served as ``bench.stream:bare_app``.
+
+
+async def bare_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if scope["path"] == "/health":
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    host, port = os.environ["LLM_BASE_URL"].split("//", 1)[1].split("/", 1)[0].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = b'{"model":"fake","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (host.encode(), len(body), body)
+    )
+    await reader.readuntil(b"\r\n\r\n")  # the fake answers 200, chunked
+    buf = b""
+    try:
+        while data := await reader.read(65536):
+            *events, buf = (buf + data).split(b"\n\n")
+            for event in events:
+                start = event.find(b"data: {")
+                if start < 0:
+                    continue
+                for choice in orjson.loads(event[start + 6 :]).get("choices") or ():
+                    if text := (choice.get("delta") or {}).get("content"):
+                        await send(
+                            {"type": "http.response.body", "body": _bare_frame(text),
+                             "more_body": True}
+                        )  # fmt: skip
+    finally:
+        writer.close()
+    await send({"type": "http.response.body", "body": _floor_frame("", True)})
+
+
+def _bare_frame(token: str) -> bytes:
+    chunk = dict.fromkeys(_CHUNK_KEYS)
+    chunk.update(type="assistant_message", content=token, token=token, is_final=False)
+    chunk["requires_approval"] = False
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
 # --- Clients ---------------------------------------------------------------------------------
