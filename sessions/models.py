@@ -92,16 +92,14 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.session_id}#{self.seq} {self.role}"
 
+    # What to_openai reads: llm_messages loads only these columns.
+    OPENAI_FIELDS = ("role", "content", "tool_calls", "tool_call_id", "name")
+
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI chat form of PROTOCOL §6 (also what the LLM is sent)."""
-        data: dict[str, Any] = {"role": self.role, "content": self.content or ""}
-        if self.role == self.Role.ASSISTANT and self.tool_calls:
-            data["tool_calls"] = self.tool_calls
-        if self.role == self.Role.TOOL:
-            data["tool_call_id"] = self.tool_call_id
-            if self.name:
-                data["name"] = self.name
-        return data
+        return openai_message(
+            self.role, self.content, self.tool_calls, self.tool_call_id, self.name
+        )
 
     def tool_calls_shown(self) -> list[dict[str, str]]:
         """The assistant's tool calls for a page: id, name and the arguments indented (stored
@@ -151,6 +149,20 @@ class Message(models.Model):
     def truncated(self) -> bool:
         """The reply is not whole: cut by the length limit or a broken stream."""
         return self.finish_reason in TRUNCATED_REASONS
+
+
+def openai_message(
+    role: str, content: str, tool_calls: Any, tool_call_id: str, name: str
+) -> dict[str, Any]:
+    """A stored message (``Message.OPENAI_FIELDS``) in the OpenAI chat form."""
+    data: dict[str, Any] = {"role": role, "content": content or ""}
+    if role == Message.Role.ASSISTANT and tool_calls:
+        data["tool_calls"] = tool_calls
+    if role == Message.Role.TOOL:
+        data["tool_call_id"] = tool_call_id
+        if name:
+            data["name"] = name
+    return data
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):

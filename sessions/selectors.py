@@ -8,7 +8,14 @@ from typing import Any
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
-from sessions.models import TRUNCATED_REASONS, AgentSession, AuditEvent, LLMRequest, Message
+from sessions.models import (
+    TRUNCATED_REASONS,
+    AgentSession,
+    AuditEvent,
+    LLMRequest,
+    Message,
+    openai_message,
+)
 
 
 def sessions_to_purge(*, older_than_days: int) -> QuerySet[AgentSession]:
@@ -42,7 +49,8 @@ def session_messages(
 
 def llm_messages(*, session_id: str) -> list[dict[str, Any]]:
     """What the model is sent (before the system prompt): the whole history, OpenAI-style."""
-    return [m.to_openai() for m in Message.objects.filter(session_id=session_id).order_by("seq")]
+    rows = Message.objects.filter(session_id=session_id).order_by("seq")
+    return [openai_message(*row) for row in rows.values_list(*Message.OPENAI_FIELDS)]
 
 
 def _audit_counts(event_type: str, *keys: str) -> list[dict[str, Any]]:
