@@ -124,10 +124,10 @@ def _floor_client_get() -> httpx.AsyncClient:
     if _floor_client is None:
         # The same HTTP client stack as the runtime's (httpx over aiohttp), so the ratio
         # measures the runtime, not the client.
-        from agents.llm.transport import Transport
+        from agents.llm.transport import NoCookies, Transport
 
         transport = Transport(tls=httpx.create_ssl_context(), max_connections=1000)
-        _floor_client = httpx.AsyncClient(timeout=None, transport=transport)
+        _floor_client = httpx.AsyncClient(timeout=None, transport=transport, cookies=NoCookies())
     return _floor_client
 
 

@@ -34,7 +34,7 @@ from agents.llm.base import (
     TextDelta,
     log_session,
 )
-from agents.llm.transport import Transport
+from agents.llm.transport import NoCookies, Transport
 from agents.llm.wire import (
     MAX_CONNECTIONS,
     MAX_ERROR_BODY_BYTES,
@@ -242,6 +242,7 @@ class OpenAIClient(LLMProvider):
             self._transport = Transport(tls=self._tls, max_connections=MAX_CONNECTIONS)
             self._http = httpx.AsyncClient(
                 transport=self._transport,
+                cookies=NoCookies(),
                 # Reads are bounded by the first-byte and idle deadlines below, not by httpx.
                 timeout=httpx.Timeout(
                     connect=self.connect_timeout,

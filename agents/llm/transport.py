@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
+from http.cookiejar import Cookie, CookieJar
+from typing import Any
 
 import aiohttp
 import httpx
@@ -77,6 +79,17 @@ def env_proxy(url: httpx.URL) -> httpx.Proxy | None:
     return httpx.Proxy(str(proxy_url), auth=(auth.login, auth.password) if auth else None)
 
 
+class NoCookies(CookieJar):
+    """A model API needs no cookies; httpx would parse every response's into its jar
+    (through urllib's cookie machinery: ~12 % of the CPU of sending a model request)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        pass
+
+
 class Transport(AiohttpTransport):
     """One aiohttp session per transport, made on first use in the loop that uses it."""
 
@@ -92,7 +105,7 @@ class Transport(AiohttpTransport):
             keepalive_timeout=KEEPALIVE_SECONDS,
             ssl=self._tls,
         )
-        return aiohttp.ClientSession(connector=connector)
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
     def abandon(self) -> None:
         """Close the session's connections now, without awaiting (its loop may be closed):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import socket
@@ -546,6 +547,19 @@ async def test_it_sends_internal_auth_when_configured(
 
     assert fake.requests[0]["headers"]["x-internal-auth"] == "internal-secret"
     assert "internal-secret" not in repr(client)
+
+
+async def test_it_keeps_no_cookies_a_model_server_sets(
+    fake: FakeLLM, make_client: MakeClient
+) -> None:
+    cookie = (("Set-Cookie", "lb=node-7; Path=/"),)
+    fake.enqueue(dataclasses.replace(fakellm.text("one"), headers=cookie), fakellm.text("two"))
+    client = make_client()
+
+    await collect(client)
+    await collect(client)
+
+    assert "cookie" not in fake.requests[1]["headers"]
 
 
 async def test_it_reports_health(fake: FakeLLM, make_client: MakeClient) -> None:
