@@ -94,7 +94,9 @@ async def _send(
         await send({"type": "http.response.body", "body": body, "more_body": False})
         return
     assert receive is not None
-    parts: Any = response.streaming_content
+    # An event stream's frames are bytes already (agents.views.SSEResponse): written as they
+    # come, without the per-chunk wrapper of streaming_content.
+    parts: Any = getattr(response, "frames", None) or response.streaming_content
 
     async def pump() -> None:
         async for part in parts:

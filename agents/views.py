@@ -233,9 +233,19 @@ async def _refusal(exc: ApplicationError) -> AsyncIterator[bytes]:
     yield sse_frame(refusal_chunk(exc))
 
 
-def sse_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+class SSEResponse(StreamingHttpResponse):
+    """An event stream whose frames are bytes already: agent_runtime.direct writes them as
+    they come, without Django's per-chunk wrapper (``streaming_content``, which the Django
+    handler and the test client still use)."""
+
+    def __init__(self, frames: AsyncIterator[bytes]) -> None:
+        super().__init__(frames, content_type="text/event-stream")
+        self.frames = frames
+
+
+def sse_response(frames: AsyncIterator[bytes]) -> SSEResponse:
     """[compat] §3.1: the headers every event stream carries."""
-    response = StreamingHttpResponse(frames, content_type="text/event-stream")
+    response = SSEResponse(frames)
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
