@@ -245,8 +245,13 @@ def tool_result_accept(
 
 def turn_llm_input(*, session_id: str) -> tuple[str, list[dict[str, Any]]]:
     """The current agent and the history to send the model."""
-    agent = AgentContext.objects.values_list("current_agent", flat=True).get(session_id=session_id)
-    return agent, llm_messages(session_id=session_id)
+    found = rows.select(_CURRENT_AGENT, [session_id])
+    if not found:
+        raise AgentContext.DoesNotExist(f"no agent context for session {session_id!r}")
+    return found[0][0], llm_messages(session_id=session_id)
+
+
+_CURRENT_AGENT = 'SELECT "current_agent" FROM "agents_agentcontext" WHERE "session_id" = %s'
 
 
 def _history_arguments(raw: str) -> str:

@@ -92,9 +92,6 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.session_id}#{self.seq} {self.role}"
 
-    # What to_openai reads: llm_messages loads only these columns.
-    OPENAI_FIELDS = ("role", "content", "tool_calls", "tool_call_id", "name")
-
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI chat form of PROTOCOL §6 (also what the LLM is sent)."""
         return openai_message(
@@ -154,7 +151,8 @@ class Message(models.Model):
 def openai_message(
     role: str, content: str, tool_calls: Any, tool_call_id: str, name: str
 ) -> dict[str, Any]:
-    """A stored message (``Message.OPENAI_FIELDS``) in the OpenAI chat form."""
+    """A stored message's role, content, tool_calls, tool_call_id and name in the OpenAI chat
+    form (sessions.selectors.llm_messages reads just those columns)."""
     data: dict[str, Any] = {"role": role, "content": content or ""}
     if role == Message.Role.ASSISTANT and tool_calls:
         data["tool_calls"] = tool_calls

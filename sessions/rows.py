@@ -72,3 +72,16 @@ def exists(sql: str, params: list[Any]) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
+
+
+def select(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+def from_db(model: type[Model], field: str, value: Any) -> Any:
+    """A value read by hand as the ORM would return it (a JSON column's text, parsed)."""
+    f = model._meta.get_field(field)
+    convert = getattr(f, "from_db_value", None)
+    return value if convert is None or value is None else convert(value, None, connection)

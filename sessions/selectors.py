@@ -8,6 +8,7 @@ from typing import Any
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
+from sessions import rows
 from sessions.models import (
     TRUNCATED_REASONS,
     AgentSession,
@@ -49,8 +50,18 @@ def session_messages(
 
 def llm_messages(*, session_id: str) -> list[dict[str, Any]]:
     """What the model is sent (before the system prompt): the whole history, OpenAI-style."""
-    rows = Message.objects.filter(session_id=session_id).order_by("seq")
-    return [openai_message(*row) for row in rows.values_list(*Message.OPENAI_FIELDS)]
+    # Every model call reads the whole history: one statement built once (sessions.rows).
+    found = rows.select(_HISTORY, [session_id])
+    return [
+        openai_message(role, content, rows.from_db(Message, "tool_calls", calls), call_id, name)
+        for role, content, calls, call_id, name in found
+    ]
+
+
+_HISTORY = (
+    'SELECT "role", "content", "tool_calls", "tool_call_id", "name"'
+    ' FROM "agent_sessions_message" WHERE "session_id" = %s ORDER BY "seq"'
+)
 
 
 def _audit_counts(event_type: str, *keys: str) -> list[dict[str, Any]]:
