@@ -131,16 +131,24 @@ def _floor_client_get() -> httpx.AsyncClient:
     return _floor_client
 
 
-async def floor_app(scope, receive, send):
+async def _relay_start(scope, receive, send) -> bool:
+    """Read the request and start an event stream; False when that was all (/health, or not
+    HTTP)."""
     if scope["type"] != "http":
-        return
+        return False
     while (await receive()).get("more_body"):
         pass
     headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    client = _floor_client_get()  # on /health already: its imports are not measured
     if scope["path"] == "/health":
         await send({"type": "http.response.body", "body": b"ok"})
+        return False
+    return True
+
+
+async def floor_app(scope, receive, send):
+    client = _floor_client_get()  # on /health already: its imports are not measured
+    if not await _relay_start(scope, receive, send):
         return
     url = os.environ["LLM_BASE_URL"] + "/v1/chat/completions"
     body = {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
@@ -167,14 +175,7 @@ async def floor_app(scope, receive, send):
 
 
 async def bare_app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):
-        pass
-    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    if scope["path"] == "/health":
-        await send({"type": "http.response.body", "body": b"ok"})
+    if not await _relay_start(scope, receive, send):
         return
     host, port = os.environ["LLM_BASE_URL"].split("//", 1)[1].split("/", 1)[0].split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
