@@ -66,7 +66,8 @@ def agent_switch(
                 "switches; start a new session."
             )
         now = timezone.now()
-        switch = AgentSwitch.objects.create(
+        switch = rows.insert(
+            AgentSwitch,
             context=context,
             from_agent=context.current_agent,
             to_agent=to_agent,
@@ -78,7 +79,11 @@ def agent_switch(
         context.current_agent = to_agent
         context.switch_count += 1
         context.last_switch_at = now
-        context.save(update_fields=["current_agent", "switch_count", "last_switch_at"])
+        rows.update(
+            _SWITCHED,
+            [to_agent, context.switch_count, rows.db_value(AgentContext, "last_switch_at", now),
+             context.pk],
+        )  # fmt: skip
         audit_record(
             event_type=AuditEvent.Type.AGENT_SWITCHED,
             session_id=session_id,
@@ -90,6 +95,13 @@ def agent_switch(
             score=score,
         )
     return context, switch
+
+
+# A session's first message usually switches agents: its statements are built once.
+_SWITCHED = (
+    'UPDATE "agents_agentcontext" SET "current_agent" = %s, "switch_count" = %s,'
+    ' "last_switch_at" = %s WHERE "id" = %s'
+)
 
 
 # --- Turn steps: the database side of the agent loop (agents.engine drives them) -------------
