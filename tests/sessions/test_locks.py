@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 
 from agent_runtime.errors import Conflict, NotFound
 from agents.services import agent_switch
@@ -125,3 +126,33 @@ def test_a_claim_whose_work_fails_leaves_neither_the_claim_nor_its_writes(make_s
 def test_a_claim_of_a_missing_session_is_a_404():
     with pytest.raises(NotFound):
         asyncio.run(locks.acquire("nope", wait=False, then=lambda: None))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appends_each_take_their_own_seq(make_session):
+    """Real concurrency: eight threads, eight connections, one session; the counter's UPDATE
+    ... RETURNING serialises them on the row's lock."""
+    if connection.vendor != "postgresql":
+        pytest.skip("runs in the PostgreSQL pass (SQLite's in-memory test database locks tables)")
+    make_session("s1")
+    writers, each = 8, 10
+    barrier = threading.Barrier(writers)
+
+    def writer(n: int) -> None:
+        barrier.wait()
+        try:
+            for i in range(each):
+                message_append(session="s1", role="user", content=f"w{n}-{i}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    seqs = sorted(Message.objects.filter(session_id="s1").values_list("seq", flat=True))
+    assert seqs == list(range(1, writers * each + 1))
+    session = AgentSession.objects.get(pk="s1")
+    assert session.message_count == writers * each
+    assert session.title.startswith("w")  # the first message's, set once
