@@ -148,15 +148,14 @@ def open_calls_cancel(*, session_id: str, why: str) -> int:
     strict provider rejects a history with an assistant tool call and no matching tool result.
     A call waiting for a human is cancelled through the decision service, like any decision.
     """
-    open_states = [ToolCall.Status.QUEUED, *ToolCall.OUTSTANDING]
     # Every user message asks; nearly always there is none (one statement built once).
-    if not rows.exists(_ANY_OPEN_CALL, [session_id, *open_states]):
+    if not rows.exists(_ANY_OPEN_CALL, [session_id, *_OPEN_STATES]):
         return 0
     with transaction.atomic(savepoint=False):
         calls = list(
             ToolCall.objects.select_for_update()
             .for_session(session_id)
-            .filter(status__in=open_states)
+            .filter(status__in=_OPEN_STATES)
             .order_by("id")
         )
         for call in calls:
@@ -176,8 +175,12 @@ def open_calls_cancel(*, session_id: str, why: str) -> int:
     return len(calls)
 
 
+_OPEN_STATES = (ToolCall.Status.QUEUED, *ToolCall.OUTSTANDING)
+_STATE_PLACEHOLDERS = ", ".join(["%s"] * len(_OPEN_STATES))
+# Placeholders only: the states are parameters.
 _ANY_OPEN_CALL = (
-    'SELECT 1 FROM "agents_toolcall" WHERE "session_id" = %s AND "status" IN (%s, %s, %s) LIMIT 1'
+    'SELECT 1 FROM "agents_toolcall" WHERE "session_id" = %s'  # noqa: S608
+    f' AND "status" IN ({_STATE_PLACEHOLDERS}) LIMIT 1'
 )
 
 
