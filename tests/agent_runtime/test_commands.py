@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command, get_commands, load_command_class
 
-from tests.e2e.server import migrate
+from tests.e2e.server import manage, migrate
 from tests.services import require_redis
 
-ROOT = Path(__file__).resolve().parents[2]
 OUR_APPS = ("agent_runtime", "sessions", "agents", "approvals")
 OURS = sorted((name, app) for name, app in get_commands().items() if app in OUR_APPS)
 # Options every Django command has; the project's own options are checked for a help text.
@@ -49,18 +45,6 @@ def test_each_command_has_a_one_line_summary_and_documented_options(name, app):
     for action in parser._actions:
         if action.dest not in STOCK and not isinstance(action, argparse._HelpAction):
             assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
-
-
-def manage(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_help_works_from_the_command_line():

@@ -95,21 +95,26 @@ def runtime_env(
     return env
 
 
+def manage(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``manage.py ARGV...`` in a subprocess of the repository, its output captured."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def migrate(env: dict[str, str]) -> None:
     """``manage.py migrate`` once per database (per test run)."""
     database_url = env["DATABASE_URL"]
     with _migrate_lock:
         if database_url in _migrated:
             return
-        done = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = manage("migrate", "--noinput", "-v", "0", env=env)
         if done.returncode != 0:
             raise StartError(
                 f"migrate failed for {database_url} (exit {done.returncode}):\n"
