@@ -149,7 +149,7 @@ def open_calls_cancel(*, session_id: str, why: str) -> int:
     A call waiting for a human is cancelled through the decision service, like any decision.
     """
     # Every user message asks; nearly always there is none (one statement built once).
-    if not rows.exists(_ANY_OPEN_CALL, [session_id, *_OPEN_STATES]):
+    if not rows.select(_ANY_OPEN_CALL, [session_id, *_OPEN_STATES]):
         return 0
     with transaction.atomic(savepoint=False):
         calls = list(

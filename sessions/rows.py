@@ -60,21 +60,8 @@ def update(sql: str, params: list[Any]) -> int:
         return int(cursor.rowcount)
 
 
-def update_returning(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
-    """Run one ``UPDATE ... RETURNING`` of at most one row; that row, or None."""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-        return tuple(row) if row is not None else None
-
-
-def exists(sql: str, params: list[Any]) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone() is not None
-
-
 def select(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """The rows a statement returns (a SELECT, or an UPDATE ... RETURNING)."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return list(cursor.fetchall())

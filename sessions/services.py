@@ -120,14 +120,11 @@ def message_append(
     # Inside a caller's transaction no savepoint: a failure here fails the caller's whole.
     with transaction.atomic(savepoint=False):
         # Takes the row's lock as SELECT ... FOR UPDATE would, and hands back the seq.
-        counted = rows.update_returning(
-            _BUMP_TITLED if title else _BUMP,
-            [rows.db_value(AgentSession, "last_activity", now), *([title] if title else []),
-             session_id],
-        )  # fmt: skip
-        if counted is None:
+        now_stored = rows.db_value(AgentSession, "last_activity", now)
+        counted = rows.select(_BUMP, [now_stored, title, session_id])
+        if not counted:
             raise NotFound(f"session {session_id!r} not found")
-        seq, turn_owner = counted
+        seq, turn_owner = counted[0]
         locks.fence_owner_ok(turn_owner)  # a turn that lost its lease writes nothing
         return rows.insert(
             Message,
@@ -147,11 +144,8 @@ def message_append(
         )
 
 
+# The title is set once: by the first user message (others pass "", which changes nothing).
 _BUMP = (
-    'UPDATE "agent_sessions_agentsession" SET "message_count" = "message_count" + 1,'
-    ' "last_activity" = %s WHERE "id" = %s RETURNING "message_count", "turn_owner"'
-)
-_BUMP_TITLED = (
     'UPDATE "agent_sessions_agentsession" SET "message_count" = "message_count" + 1,'
     ' "last_activity" = %s, "title" = CASE WHEN "title" = \'\' THEN %s ELSE "title" END'
     ' WHERE "id" = %s RETURNING "message_count", "turn_owner"'

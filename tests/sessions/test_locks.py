@@ -156,3 +156,15 @@ def test_concurrent_appends_each_take_their_own_seq(make_session):
     session = AgentSession.objects.get(pk="s1")
     assert session.message_count == writers * each
     assert session.title.startswith("w")  # the first message's, set once
+
+
+@pytest.mark.django_db
+def test_the_first_user_message_titles_an_untitled_session_once(make_session):
+    make_session("s1")
+    message_append(session="s1", role="assistant", content="no title from me")
+    message_append(session="s1", role="user", content="  fix\nthe   build ")
+    message_append(session="s1", role="user", content="second question")
+    assert AgentSession.objects.get(pk="s1").title == "fix the build"
+    make_session("s2", title="chosen")
+    message_append(session="s2", role="user", content="first question")
+    assert AgentSession.objects.get(pk="s2").title == "chosen"
